@@ -1,0 +1,1 @@
+"""Trellis: one functional, sharded training loop for language models."""
