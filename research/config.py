@@ -1,0 +1,239 @@
+"""The config: defaults for every field, and the checks run before compiling.
+
+Every config file in configs/ starts from `default_config()` and changes a few
+fields per preset. `validate()` holds every semantic check, so a bad value is
+reported as one `ConfigError` line before any data is read or anything is
+compiled. Nothing else in the library calls `cfg.get(key, default)`: a field
+that exists has its default here.
+"""
+
+import json
+import hashlib
+import math
+
+import ml_collections
+
+from research.errors import ConfigError
+
+# Logical axis names used by parameter and activation annotations, mapped to
+# mesh axes. A value is a comma-separated list of mesh axes ("" = replicated).
+DEFAULT_AXIS_RULES = {
+    "batch": "data,fsdp",  # the batch is split over every data-parallel axis
+    "vocab": "tensor",  # embedding rows / output logits
+    "embed": "fsdp",  # the model width: sharded for fsdp (ZeRO-3 style)
+    "mlp": "tensor",  # MLP hidden units: Megatron-style tensor parallel
+    "heads": "tensor",  # attention heads (q/k/v output, o input)
+    "kv": "",  # per-head features
+    "norm": "",  # norm scales and biases
+    "length": "",  # sequence positions
+    "layers": "",  # stacked layers (scan over layers)
+    "classes": "",  # small task heads
+}
+
+# Dict fields whose keys are the user's choice: set as a whole, not merged.
+OPEN_FIELDS = ("objectives",)
+
+# Fields that must match for a checkpoint to be restored into a run.
+COMPATIBILITY_FIELDS = ("model", "data.vocab_size", "data.seq_len")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every field Trellis knows, with its default and a comment."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # seeds params, data order and every step's RNG
+
+  c.model = m = ml_collections.ConfigDict()
+  m.arch = "transformer"  # backbone family: a key of research.models.MODELS
+  m.kind = "decoder"  # decoder | encoder | encoder_decoder
+  m.num_layers = 2  # blocks (per stack for encoder-decoders)
+  m.width = 64  # model (residual stream) width
+  m.num_heads = 4  # attention heads; must divide width
+  m.mlp_dim = 0  # MLP hidden size; 0 means 4 * width
+  m.vocab_size = 0  # 0: take it from the tokenizer (data.vocab_size)
+  m.max_len = 512  # longest sequence the position encoding supports
+  m.position = "rope"  # rope | learned
+  m.norm = "rmsnorm"  # rmsnorm | layernorm
+  m.mlp = "gelu"  # gelu | swiglu
+  m.dropout = 0.0  # dropout on residual branches and attention output
+  m.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
+  m.tie_embeddings = True  # output head shares the token embedding matrix
+  m.rope_base = 10000.0  # RoPE frequency base
+
+  # Pretraining objectives and their loss weights; 0 switches one off.
+  c.objectives = ml_collections.ConfigDict({"clm": 1.0})
+
+  c.data = d = ml_collections.ConfigDict()
+  d.source = "shakespeare"  # built-in corpus name, "files", or a HF hub name
+  d.train_files = ""  # glob(s), comma-separated, when source == "files"
+  d.eval_files = ""  # glob(s) for eval; "" holds out documents of train
+  d.text_column = "text"  # column holding the text (jsonl/csv/parquet/hub)
+  d.hub_config = ""  # HF hub dataset config name (e.g. wikitext-2-raw-v1)
+  d.eval_fraction = 0.05  # share of documents held out when no eval_files
+  d.max_documents = 0  # use only the first N documents (0: all)
+  d.seq_len = 128  # tokens per packed training row
+  d.vocab_size = 1024  # SentencePiece vocabulary size to train
+  d.tokenizer = ""  # path to an existing SentencePiece .model ("" trains one)
+  d.tokenizer_type = "unigram"  # unigram | bpe, when training one
+  d.cache_dir = ""  # where fetched data and tokenizers live ("" = default)
+
+  c.train = t = ml_collections.ConfigDict()
+  t.batch_size = 16  # global batch, in sequences
+  t.microbatches = 1  # gradient accumulation steps inside one train step
+  t.steps = 100  # total optimizer steps
+  t.lr = 1e-3  # peak learning rate
+  t.warmup_steps = 10  # linear warmup from 0 to lr
+  t.schedule = "cosine"  # cosine | linear | constant (after warmup)
+  t.min_lr_ratio = 0.1  # final lr as a fraction of lr (cosine/linear)
+  t.weight_decay = 0.1  # AdamW decay, applied to matrices only
+  t.b1 = 0.9  # Adam beta1
+  t.b2 = 0.95  # Adam beta2
+  t.eps = 1e-8  # Adam epsilon
+  t.clip_norm = 1.0  # global gradient-norm clip (0 disables)
+  t.log_every = 10  # steps between train rows in metrics.jsonl
+  t.eval_every = 50  # steps between evaluations (0: only at the end)
+  t.eval_batches = 8  # batches per evaluation (0: the whole eval split)
+  t.checkpoint_every = 50  # steps between checkpoints (0: only at the end)
+  t.keep_checkpoints = 3  # how many recent checkpoints to keep
+  t.peak_flops = 0.0  # FLOP/s for MFU; 0 measures the matmul peak here
+
+  c.mesh = ms = ml_collections.ConfigDict()
+  ms.data = -1  # data-parallel axis size; -1 takes the remaining devices
+  ms.fsdp = 1  # fully-sharded data-parallel axis size
+  ms.tensor = 1  # tensor-parallel axis size
+  ms.rules = ml_collections.ConfigDict(DEFAULT_AXIS_RULES)  # logical -> mesh
+
+  c.task = ""  # fine-tuning task name ("" when pretraining)
+  c.init_from = ""  # workdir/checkpoint/HF folder to start from ("" = scratch)
+  return c
+
+
+def _check(ok: bool, message: str) -> None:
+  if not ok:
+    raise ConfigError(message)
+
+
+def _choice(value, allowed, name):
+  _check(value in allowed, f"{name}={value!r} is not one of {', '.join(map(str, allowed))}")
+
+
+def mesh_shape(cfg, num_devices: int) -> tuple[int, int, int]:
+  """(data, fsdp, tensor) sizes, with data=-1 filled from the device count."""
+  data, fsdp, tensor = cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor
+  _check(fsdp >= 1 and tensor >= 1, "mesh.fsdp and mesh.tensor must be >= 1")
+  if data == -1:
+    _check(num_devices % (fsdp * tensor) == 0,
+           f"mesh.fsdp*mesh.tensor={fsdp * tensor} does not divide the {num_devices} devices")
+    data = num_devices // (fsdp * tensor)
+  _check(data >= 1, "mesh.data must be >= 1 or -1")
+  _check(data * fsdp * tensor == num_devices,
+         f"mesh data*fsdp*tensor = {data}*{fsdp}*{tensor} = {data * fsdp * tensor} "
+         f"but there are {num_devices} devices")
+  return data, fsdp, tensor
+
+
+def validate(cfg, num_devices: int) -> None:
+  """Raises ConfigError for the first invalid or contradictory value."""
+  from research.models import MODELS  # late: models import this module
+  from research.objectives import OBJECTIVES
+
+  m, d, t = cfg.model, cfg.data, cfg.train
+  _choice(m.arch, sorted(MODELS), "model.arch")
+  _choice(m.kind, MODELS[m.arch].kinds, f"model.kind for model.arch={m.arch}")
+  _choice(m.position, ("rope", "learned"), "model.position")
+  _choice(m.norm, ("rmsnorm", "layernorm"), "model.norm")
+  _choice(m.mlp, ("gelu", "swiglu"), "model.mlp")
+  _choice(m.dtype, ("float32", "bfloat16"), "model.dtype")
+  for name in ("num_layers", "width", "num_heads", "max_len"):
+    _check(m[name] > 0, f"model.{name} must be positive, got {m[name]}")
+  _check(m.width % m.num_heads == 0,
+         f"model.num_heads={m.num_heads} does not divide model.width={m.width}")
+  _check(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}")
+
+  _check(len(cfg.objectives) > 0, "objectives is empty")
+  for name, weight in cfg.objectives.items():
+    _choice(name, sorted(OBJECTIVES), "objective")
+    _check(weight >= 0, f"objectives.{name} weight must be >= 0, got {weight}")
+  _check(any(w > 0 for w in cfg.objectives.values()), "every objective has weight 0")
+
+  _check(d.seq_len > 1, f"data.seq_len must be > 1, got {d.seq_len}")
+  _check(d.seq_len <= m.max_len,
+         f"data.seq_len={d.seq_len} is above model.max_len={m.max_len}")
+  _check(d.vocab_size >= 64, f"data.vocab_size must be >= 64, got {d.vocab_size}")
+  _check(0.0 < d.eval_fraction < 1.0 or d.eval_files,
+         f"data.eval_fraction must be in (0, 1), got {d.eval_fraction}")
+  _check(d.source != "files" or d.train_files,
+         "data.source=files needs data.train_files")
+  _choice(d.tokenizer_type, ("unigram", "bpe"), "data.tokenizer_type")
+
+  for name in ("steps", "batch_size", "microbatches", "log_every", "keep_checkpoints"):
+    _check(t[name] > 0, f"train.{name} must be positive, got {t[name]}")
+  for name in ("eval_every", "checkpoint_every", "warmup_steps", "eval_batches"):
+    _check(t[name] >= 0, f"train.{name} must be >= 0, got {t[name]}")
+  _check(t.lr > 0 and math.isfinite(t.lr), f"train.lr must be positive, got {t.lr}")
+  _check(t.weight_decay >= 0, "train.weight_decay must be >= 0")
+  _check(t.clip_norm >= 0, "train.clip_norm must be >= 0")
+  _choice(t.schedule, ("cosine", "linear", "constant"), "train.schedule")
+
+  data_ax, fsdp_ax, tensor_ax = mesh_shape(cfg, num_devices)
+  shards = data_ax * fsdp_ax
+  _check(t.batch_size % (shards * t.microbatches) == 0,
+         f"train.batch_size={t.batch_size} is not divisible by mesh data*fsdp={shards} "
+         f"times train.microbatches={t.microbatches}")
+  _check(m.num_heads % tensor_ax == 0,
+         f"mesh.tensor={tensor_ax} does not divide model.num_heads={m.num_heads}")
+  for logical, axes in cfg.mesh.rules.items():
+    for axis in filter(None, axes.split(",")):
+      _choice(axis, ("data", "fsdp", "tensor"), f"mesh.rules.{logical}")
+
+
+def to_json(cfg) -> str:
+  return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
+
+
+def config_hash(cfg) -> str:
+  """A short stable hash of the whole config (recorded in results and lineage)."""
+  return hashlib.sha256(to_json(cfg).encode()).hexdigest()[:12]
+
+
+def _get(tree: dict, dotted: str):
+  for key in dotted.split("."):
+    tree = tree[key]
+  return tree
+
+
+def check_compatible(saved: dict, cfg) -> None:
+  """Raises ConfigError if a workdir's saved config cannot resume as `cfg`."""
+  new = cfg.to_dict()
+  for field in COMPATIBILITY_FIELDS:
+    try:
+      old_value = _get(saved, field)
+    except KeyError:
+      old_value = None
+    if old_value != _get(new, field):
+      raise ConfigError(
+          f"the workdir holds a different run: {field} was {json.dumps(old_value)}, "
+          f"now {json.dumps(_get(new, field))}; use a new --workdir")
+
+
+def with_preset(presets: dict, preset: str, cfg=None) -> ml_collections.ConfigDict:
+  """`cfg` (default: `default_config()`) updated by `presets[preset]`, a nested dict."""
+  if preset not in presets:
+    raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
+  cfg = default_config() if cfg is None else cfg
+
+  def flatten(tree, prefix=""):
+    for key, value in tree.items():
+      if isinstance(value, dict) and prefix + key not in OPEN_FIELDS:
+        yield from flatten(value, f"{prefix}{key}.")
+      else:
+        yield prefix + key, value
+
+  for key, value in flatten(presets[preset]):
+    parent = cfg
+    *parents, leaf = key.split(".")
+    for name in parents:
+      parent = parent[name]
+    if leaf not in parent:
+      raise ConfigError(f"preset {preset!r} sets unknown field {key}")
+    parent[leaf] = ml_collections.ConfigDict(value) if key in OPEN_FIELDS else value
+  return cfg

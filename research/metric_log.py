@@ -1,0 +1,42 @@
+"""Where metrics go: metrics.jsonl, TensorBoard (tensorboardX), and nothing else."""
+
+import json
+import os
+
+from tensorboardX import SummaryWriter
+
+
+class MetricLog:
+  """Appends one JSON row per event to metrics.jsonl and mirrors scalars to tb/.
+
+  On resume, rows past the restored step (logged by a run killed before its
+  next checkpoint) are dropped, so the log reads as one uninterrupted run.
+  Only process 0 writes.
+  """
+
+  def __init__(self, workdir: str, resume_step: int, enabled: bool = True):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    if not enabled:
+      return
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        rows = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
+      with open(self.path, "w") as f:
+        f.writelines(rows)
+    self.tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=resume_step + 1)
+
+  def write(self, step: int, split: str, values: dict) -> None:
+    if not self.enabled:
+      return
+    row = {"step": int(step), "split": split, **values}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    for name, value in values.items():
+      if isinstance(value, (int, float)):
+        self.tb.add_scalar(f"{split}/{name}", value, step)
+    self.tb.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self.tb.close()

@@ -1,0 +1,50 @@
+"""The backbone registry, and the network that trains: backbone plus heads.
+
+`MODELS[cfg.model.arch](cfg.model, rngs=...)` returns an `nnx.Module` with
+`model(tokens, *, segment_ids, positions, deterministic, rng) -> hidden
+[B, T, D]`, `model.logits(hidden)` (the tied vocabulary head) and
+`model.causal`. Decoder-capable backbones add `init_cache(batch, max_len)` and
+`decode_step(tokens, cache) -> (logits, cache)`. Adding an architecture is one
+file and one line here; the registry tests then cover it.
+"""
+
+from typing import Callable, NamedTuple
+
+import jax.numpy as jnp
+from flax import nnx
+
+from research.models import layers, transformer
+
+class Architecture(NamedTuple):
+  """A registry entry: how to build the backbone, and the kinds it offers."""
+  build: Callable  # (model_cfg, *, rngs) -> nnx.Module
+  kinds: tuple[str, ...]  # the model.kind values it supports
+
+  def __call__(self, model_cfg, *, rngs):
+    return self.build(model_cfg, rngs=rngs)
+
+
+MODELS = {
+    "transformer": Architecture(transformer.build, ("decoder", "encoder")),
+}
+
+
+class ClassifierHead(nnx.Module):
+  """Pooled first-token features -> tanh dense -> class logits (BERT's pooler + head)."""
+
+  def __init__(self, width: int, num_outputs: int, *, rngs):
+    self.pool = layers.dense(width, width, ("embed", "embed_out"), dtype=jnp.float32, rngs=rngs)
+    self.out = layers.dense(width, num_outputs, ("embed", "classes"), dtype=jnp.float32,
+                            rngs=rngs)
+
+  def __call__(self, hidden):
+    return self.out(jnp.tanh(self.pool(hidden[:, 0].astype(jnp.float32))))
+
+
+class Network(nnx.Module):
+  """What a run trains: a registered backbone and the heads its objectives need."""
+
+  def __init__(self, model_cfg, head_sizes: dict[str, int], *, rngs: nnx.Rngs):
+    self.backbone = MODELS[model_cfg.arch](model_cfg, rngs=rngs)
+    self.heads = nnx.Dict({name: ClassifierHead(model_cfg.width, n, rngs=rngs)
+                           for name, n in sorted(head_sizes.items())})

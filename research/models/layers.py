@@ -1,0 +1,163 @@
+"""Blocks shared by the backbones: embeddings, norms, MLP, attention, masks.
+
+Every parameter carries logical axis names in its `axes` metadata (e.g.
+`("embed", "mlp")`); research/sharding.py maps them to mesh axes through the
+rules in the config, so no model file mentions a mesh.
+
+Params are float32. `dtype` is the compute dtype: with bfloat16 the matmuls
+take bfloat16 inputs and accumulate in float32 (`preferred_element_type`),
+while norms, softmax and logits stay in float32.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def axes(*names):
+  """Metadata for a parameter's logical axis names."""
+  return {"axes": names}
+
+
+def dense(in_features, out_features, logical_axes, *, dtype, rngs, use_bias=True,
+          init_scale=1.0):
+  """A Linear layer with logical axes on its kernel (the bias follows the output axis)."""
+  return nnx.Linear(
+      in_features, out_features, use_bias=use_bias, dtype=dtype,
+      preferred_element_type=jnp.float32,
+      kernel_init=nnx.initializers.variance_scaling(init_scale, "fan_in", "truncated_normal"),
+      kernel_metadata=axes(*logical_axes), bias_metadata=axes(logical_axes[-1]),
+      rngs=rngs)
+
+
+def norm(kind: str, width: int, *, rngs):
+  """RMSNorm or LayerNorm, computed in float32."""
+  if kind == "rmsnorm":
+    return nnx.RMSNorm(width, epsilon=1e-6, dtype=jnp.float32, scale_metadata=axes("norm"),
+                       rngs=rngs)
+  return nnx.LayerNorm(width, epsilon=1e-6, dtype=jnp.float32, scale_metadata=axes("norm"),
+                       bias_metadata=axes("norm"), rngs=rngs)
+
+
+def dropout(x, rate: float, rng, deterministic: bool):
+  """Inverted dropout from an explicit key (no RNG state lives in the model)."""
+  if deterministic or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+def split_rng(rng, n: int):
+  """n independent keys, or n Nones when there is no key (deterministic runs)."""
+  return [None] * n if rng is None else list(jax.random.split(rng, n))
+
+
+class Embedder(nnx.Module):
+  """Token embedding whose matrix doubles as the output head when tied."""
+
+  def __init__(self, vocab_size: int, width: int, *, dtype, rngs):
+    self.dtype = dtype
+    # std 1/sqrt(width): unit-scale logits from the tied head at initialisation.
+    self.embedding = nnx.Param(
+        nnx.initializers.normal(width ** -0.5)(rngs.params(), (vocab_size, width)),
+        axes=("vocab", "embed"))
+
+  def __call__(self, tokens):
+    return jnp.take(self.embedding[...], tokens, axis=0).astype(self.dtype)
+
+  def attend(self, hidden):
+    """Logits against every embedding row, in float32."""
+    return jnp.einsum("...d,vd->...v", hidden.astype(self.dtype),
+                      self.embedding[...].astype(self.dtype),
+                      preferred_element_type=jnp.float32)
+
+
+class MLP(nnx.Module):
+  """Position-wise feed-forward: GELU, or SwiGLU (Shazeer 2020)."""
+
+  def __init__(self, width: int, hidden: int, kind: str, *, dtype, rngs):
+    self.kind = kind
+    self.up = dense(width, hidden, ("embed", "mlp"), dtype=dtype, rngs=rngs)
+    if kind == "swiglu":
+      self.gate = dense(width, hidden, ("embed", "mlp"), dtype=dtype, rngs=rngs)
+    self.down = dense(hidden, width, ("mlp", "embed"), dtype=dtype, rngs=rngs)
+    self.dtype = dtype
+
+  def __call__(self, x):
+    h = self.up(x)
+    h = jax.nn.silu(self.gate(x)) * h if self.kind == "swiglu" else jax.nn.gelu(h)
+    return self.down(h.astype(self.dtype)).astype(self.dtype)
+
+
+def rope(x, positions, base: float):
+  """Rotary position embedding (Su et al. 2021) of x [B, T, H, Dh] at positions [B, T]."""
+  half = x.shape[-1] // 2
+  freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angle = positions[..., None].astype(jnp.float32) * freq  # [B, T, half]
+  sin, cos = jnp.sin(angle)[:, :, None, :], jnp.cos(angle)[:, :, None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
+
+
+def attention_mask(q_segments, k_segments, causal: bool, q_index=None, k_index=None):
+  """Boolean mask [B, 1, Tq, Tk]: same packed segment, and no look-ahead if causal.
+
+  Causality is by index in the row (`q_index`/`k_index`, default arange), not by
+  `positions`, so it holds across segment boundaries too.
+  """
+  mask = q_segments[:, :, None] == k_segments[:, None, :]
+  if causal:
+    q_index = jnp.arange(q_segments.shape[1]) if q_index is None else q_index
+    k_index = jnp.arange(k_segments.shape[1]) if k_index is None else k_index
+    mask &= q_index[..., :, None] >= k_index[..., None, :]
+  return mask[:, None]
+
+
+class Attention(nnx.Module):
+  """Multi-head attention through `jax.nn.dot_product_attention`.
+
+  Self-attention when `context` is None; cross-attention otherwise. With a
+  `cache` ({"k", "v"} of [B, L, H, Dh]), the new keys and values are written
+  at `cache_index` and the queries attend to the whole cache.
+  """
+
+  def __init__(self, width: int, num_heads: int, *, dtype, rngs, use_bias=True,
+               rope_base: float | None = None):
+    self.num_heads, self.head_dim, self.dtype = num_heads, width // num_heads, dtype
+    self.rope_base = rope_base
+    proj = lambda: dense(width, width, ("embed", "heads"), dtype=dtype, rngs=rngs,
+                         use_bias=use_bias)
+    self.query, self.key, self.value = proj(), proj(), proj()
+    self.out = dense(width, width, ("heads", "embed"), dtype=dtype, rngs=rngs,
+                     use_bias=use_bias)
+
+  def _heads(self, layer, x):
+    y = layer(x).astype(self.dtype)
+    return y.reshape(*y.shape[:-1], self.num_heads, self.head_dim)
+
+  def __call__(self, x, mask, *, positions=None, context=None, context_positions=None,
+               cache=None, cache_index=None):
+    source = x if context is None else context
+    q, k, v = self._heads(self.query, x), self._heads(self.key, source), self._heads(
+        self.value, source)
+    if self.rope_base is not None:
+      q = rope(q, positions, self.rope_base)
+      k = rope(k, positions if context is None else context_positions, self.rope_base)
+    if cache is not None:
+      k = jax.lax.dynamic_update_slice_in_dim(cache["k"], k.astype(cache["k"].dtype),
+                                              cache_index, 1)
+      v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v.astype(cache["v"].dtype),
+                                              cache_index, 1)
+      cache = {"k": k, "v": v}
+    # Softmax in float32 keeps bfloat16 runs stable; XLA fuses the casts.
+    y = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=1.0 / math.sqrt(self.head_dim))
+    y = y.reshape(*y.shape[:-2], self.num_heads * self.head_dim).astype(self.dtype)
+    return self.out(y).astype(self.dtype), cache
+
+  def init_cache(self, batch: int, max_len: int, dtype):
+    shape = (batch, max_len, self.num_heads, self.head_dim)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}

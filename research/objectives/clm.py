@@ -1,0 +1,18 @@
+"""Causal language modelling: predict token t+1 from tokens <= t."""
+
+from research import objectives
+
+
+def clm_loss(network, batch, rng):
+  """Next-token cross-entropy within each packed document."""
+  tokens, segments = batch["tokens"], batch["segment_ids"]
+  hidden = network.backbone(tokens, segment_ids=segments, positions=batch["positions"],
+                            deterministic=rng is None, rng=rng)
+  logits = network.backbone.logits(hidden[:, :-1])
+  # A token is a target only inside the document of its predecessor.
+  weights = (segments[:, 1:] == segments[:, :-1]) & (segments[:, 1:] > 0)
+  return objectives.token_cross_entropy(logits, tokens[:, 1:], weights)
+
+
+OBJECTIVE = objectives.Objective(
+    fields=("tokens", "segment_ids", "positions"), heads={}, causal=True, loss=clm_loss)

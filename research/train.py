@@ -1,0 +1,393 @@
+"""Training: init -> jitted step -> eval -> checkpoint -> log.
+
+The state is a pytree `{params, opt_state, step, rng}` with `params` a flat
+dict `"backbone/blocks/0/attn/query/kernel" -> array`. The network is
+rebuilt inside jit with `nnx.merge` (functional NNX: split once, merge in the
+step). `train_step` is the one training step of Trellis; this file is the
+one place that jits it, with shardings and donation.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm import tqdm
+
+from research import config as config_lib
+from research import objectives, optim, sharding, throughput
+from research.checkpoint import Checkpoints, abstract_with_shardings
+from research.errors import CheckpointError, TrainingError
+from research.metric_log import MetricLog
+from research.models import Network
+
+
+def _name(path) -> str:
+  return "/".join(str(getattr(k, "key", k)) for k in path)
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkDef:
+  """How to rebuild the network from a flat params dict (static under jit)."""
+  graphdef: nnx.GraphDef
+  paths: tuple  # one nnx path tuple per param, in `names` order
+  names: tuple[str, ...]
+  axes: dict  # name -> logical axis names (or None)
+
+  def merge(self, params: dict) -> nnx.Module:
+    nested = {}
+    for path, name in zip(self.paths, self.names):
+      node = nested
+      for key in path[:-1]:
+        node = node.setdefault(key, {})
+      node[path[-1]] = params[name]
+    return nnx.merge(self.graphdef, nnx.State(nested))
+
+
+def define_network(cfg, head_sizes: dict) -> tuple[NetworkDef, dict]:
+  """The network's definition and abstract params, without allocating them."""
+  abstract = nnx.eval_shape(lambda: Network(cfg.model, head_sizes, rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(abstract)
+  flat = list(state.flat_state())
+  names = tuple(_name(path) for path, _ in flat)
+  axes = {n: v.get_metadata().get("axes") for n, (_, v) in zip(names, flat)}
+  shapes = {n: jax.ShapeDtypeStruct(v.shape, v.dtype) for n, (_, v) in zip(names, flat)}
+  return NetworkDef(graphdef, tuple(p for p, _ in flat), names, axes), shapes
+
+
+def init_params(cfg, head_sizes: dict, rng) -> dict:
+  """Freshly initialised params as a flat dict (call under jit)."""
+  network = Network(cfg.model, head_sizes, rngs=nnx.Rngs(params=rng))
+  return {_name(p): v[...] for p, v in nnx.state(network).flat_state()}
+
+
+def state_shardings(abstract_state: dict, param_shardings: dict, mesh) -> dict:
+  """Shardings for the whole state: optimizer moments follow their params."""
+  replicated = sharding.replicated(mesh)
+
+  def place(path, leaf):
+    for key in reversed(path):
+      name = getattr(key, "key", None)
+      if name in param_shardings and abstract_state["params"][name].shape == leaf.shape:
+        return param_shardings[name]
+    return replicated
+
+  out = jax.tree_util.tree_map_with_path(place, abstract_state)
+  out["params"] = param_shardings
+  return out
+
+
+def train_step(state, batch, *, netdef: NetworkDef, loss_fn: Callable,
+               tx: optax.GradientTransformation, microbatches: int):
+  """(state, batch) -> (state, metrics): one optimizer step, pure.
+
+  The batch is split into `microbatches` accumulated inside the step. Returns
+  metric sums for the whole batch plus `grad_norm` and `lr`.
+  """
+  rng = jax.random.fold_in(state["rng"], state["step"])
+
+  def loss_of(params, batch, key):
+    return loss_fn(netdef.merge(params), batch, key)
+
+  grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+  if microbatches == 1:
+    (loss, metrics), grads = grad_fn(state["params"], batch, rng)
+  else:
+    # Interleave rows so each microbatch spans every data shard.
+    split = jax.tree.map(lambda x: x.reshape(x.shape[0] // microbatches, microbatches,
+                                             *x.shape[1:]).swapaxes(0, 1), batch)
+
+    def accumulate(carry, i):
+      (loss, metrics), grads = grad_fn(state["params"], jax.tree.map(lambda x: x[i], split),
+                                       jax.random.fold_in(rng, i))
+      return jax.tree.map(jnp.add, carry, (loss, metrics, grads)), None
+
+    first = jax.eval_shape(grad_fn, state["params"], jax.tree.map(lambda x: x[0], split), rng)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (first[0][0], first[0][1],
+                                                                  first[1]))
+    (loss, metrics, grads), _ = jax.lax.scan(accumulate, zeros, jnp.arange(microbatches))
+    loss, grads = loss / microbatches, jax.tree.map(lambda g: g / microbatches, grads)
+  updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  metrics = dict(metrics, total_loss=(loss, 1.0), grad_norm=(optax.tree.norm(grads), 1.0))
+  new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
+               "rng": state["rng"]}
+  return new_state, metrics
+
+
+def eval_step(params, batch, *, netdef: NetworkDef, loss_fn: Callable):
+  """Metric sums of one eval batch (deterministic: no dropout, rng=None)."""
+  return loss_fn(netdef.merge(params), batch, None)[1]
+
+
+class Trainer:
+  """Everything a run needs, built once: mesh, shardings, compiled step, checkpoints."""
+
+  def __init__(self, cfg, workdir: str, data, devices=None):
+    self.cfg, self.workdir, self.data = cfg, workdir, data
+    self.mesh = sharding.make_mesh(cfg, devices)
+    rules = dict(cfg.mesh.rules)
+    self.weights = dict(cfg.objectives)
+    self.loss_fn = objectives.combine(self.weights)
+    head_sizes = objectives.heads(self.weights)
+    self.netdef, shapes = define_network(cfg, head_sizes)
+    self.num_params = int(sum(np.prod(s.shape) for s in shapes.values()))
+    self.tx = optim.make_optimizer(cfg.train)
+    param_shardings = sharding.tree_shardings(self.netdef.axes, shapes, self.mesh, rules)
+    self.batch_sharding = sharding.batch_sharding(self.mesh, rules)
+
+    def init_state(rng):
+      params = init_params(cfg, head_sizes, rng)
+      return {"params": params, "opt_state": self.tx.init(params),
+              "step": jnp.zeros((), jnp.int32), "rng": rng}
+
+    seed_key = jax.random.PRNGKey(cfg.seed)
+    abstract = jax.eval_shape(init_state, seed_key)
+    self.state_shardings = state_shardings(abstract, param_shardings, self.mesh)
+    self.abstract_state = abstract_with_shardings(abstract, self.state_shardings)
+    self._init = jax.jit(init_state, out_shardings=self.state_shardings)
+    self._seed_key = seed_key
+    step = jax.tree_util.Partial(train_step, netdef=self.netdef, loss_fn=self.loss_fn,
+                                 tx=self.tx, microbatches=cfg.train.microbatches)
+    self._step = jax.jit(lambda s, b: step(s, b), donate_argnums=0,
+                         in_shardings=(self.state_shardings, self.batch_sharding),
+                         out_shardings=(self.state_shardings, None))
+    self._eval = jax.jit(lambda p, b: eval_step(p, b, netdef=self.netdef, loss_fn=self.loss_fn),
+                         in_shardings=(param_shardings, self.batch_sharding))
+    self.compiled_step = None
+
+  def init(self):
+    return self._init(self._seed_key)
+
+  def compile(self, state, batch) -> float:
+    """Compiles the train step ahead of time; returns the seconds it took."""
+    start = time.perf_counter()
+    self.compiled_step = self._step.lower(state, self.to_device(batch)).compile()
+    return time.perf_counter() - start
+
+  def to_device(self, local_batch: dict) -> dict:
+    return sharding.global_batch(local_batch, self.batch_sharding)
+
+  def step(self, state, local_batch):
+    return (self.compiled_step or self._step)(state, self.to_device(local_batch))
+
+  def evaluate(self, params, batches) -> dict:
+    """Summed eval metrics over `batches`, reported as floats."""
+    sums = None
+    for batch in batches:
+      m = jax.device_get(self._eval(params, self.to_device(batch)))
+      m = jax.tree.map(lambda x: np.asarray(x, np.float64), m)
+      sums = m if sums is None else jax.tree.map(np.add, sums, m)
+    return objectives.report(sums, self.weights)
+
+
+def _train_row(pending: list, seconds: float, tokens_per_step: int, weights, flops_per_token,
+               peak_flops) -> dict:
+  """One train row of metrics.jsonl from the steps since the last row."""
+  sums = jax.tree.map(lambda *xs: np.sum(np.asarray(xs, np.float64)), *[m for _, m in pending])
+  row = objectives.report({k: v for k, v in sums.items() if k != "total_loss"}, weights)
+  tokens_per_s = tokens_per_step * len(pending) / max(seconds, 1e-9)
+  row.update(tokens_per_s=tokens_per_s, step_time_s=seconds / len(pending),
+             mfu=tokens_per_s * flops_per_token / peak_flops)
+  return row
+
+
+def _check_finite(pending: list, last_saved: int | None) -> None:
+  """TrainingError naming the first step whose loss or gradient is NaN or Inf.
+
+  A non-finite gradient poisons the params of that very step, so the state
+  after it must never be saved; callers check before every save.
+  """
+  for step, metrics in pending:
+    for name in ("total_loss", "grad_norm"):
+      value = float(metrics[name][0])
+      if not math.isfinite(value):
+        kept = (f"the last good checkpoint (step {last_saved}) is kept"
+                if last_saved is not None else "no checkpoint was written")
+        what = "loss" if name == "total_loss" else "gradient norm"
+        raise TrainingError(f"{what} is {value} at step {step}; stopping, {kept}")
+
+
+class _StopSignal:
+  """Turns SIGTERM/SIGINT into a flag the loop checks between steps."""
+
+  def __init__(self):
+    self.received = None
+    self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+
+  def _handle(self, signum, frame):
+    self.received = signum
+    signal.signal(signum, self._old[signum])  # a second signal acts as usual
+
+  def restore(self):
+    for s, handler in self._old.items():
+      if self.received != s:
+        signal.signal(s, handler)
+
+
+def train_and_evaluate(cfg, workdir: str, data, devices=None) -> dict:
+  """Trains `cfg` in `workdir` (resuming if it holds checkpoints); returns results.
+
+  `data` is a `research.data.pipeline.PretrainingData`. Returns the final
+  eval metrics, also written to workdir/results.json. If a SIGTERM/SIGINT
+  arrives, the state is checkpointed and {"interrupted": signum} returned.
+  """
+  is_main = jax.process_index() == 0
+  trainer = Trainer(cfg, workdir, data, devices)
+  t = cfg.train
+  ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints)
+  from research.data import pipeline  # late: data is the slowest import
+  train_iter = pipeline.train_iterator(data.train, t.batch_size, cfg.seed,
+                                       jax.process_index(), jax.process_count())
+  eval_batches = pipeline.eval_batches(data.eval, t.batch_size, t.eval_batches,
+                                       jax.process_index(), jax.process_count())
+  start = ckpts.latest_step()
+  if start is None:
+    state = trainer.init()
+    start = 0
+  else:
+    state, data_state, _ = ckpts.restore(start, trainer.abstract_state)
+    train_iter.set_state(data_state)
+  meta = {"config_hash": config_lib.config_hash(cfg), "init_from": cfg.init_from,
+          "num_params": trainer.num_params}
+  log = MetricLog(workdir, start, enabled=is_main)
+  flops_per_token = throughput.flops_per_token(cfg, trainer.num_params)
+  peak = t.peak_flops or throughput.matmul_peak_flops()
+  tokens_per_step = t.batch_size * cfg.data.seq_len
+
+  batch = next(train_iter)
+  compile_s = trainer.compile(state, batch)
+  if is_main:
+    print(f"{trainer.num_params:,} params; step compiled in {compile_s:.1f}s; "
+          f"mesh {dict(trainer.mesh.shape)}; starting at step {start}", flush=True)
+  stop = _StopSignal()
+  pending, last_saved, results = [], start if start else None, {}
+  if start >= t.steps:  # already finished: evaluate the final state again
+    results = trainer.evaluate(state["params"], eval_batches)
+  bar = tqdm(total=t.steps, initial=start, desc="train", disable=not is_main, dynamic_ncols=True)
+  tick = time.perf_counter()
+  try:
+    for step in range(start + 1, t.steps + 1):
+      if step > start + 1:
+        batch = next(train_iter)
+      state, metrics = trainer.step(state, batch)
+      pending.append((step, metrics))
+      bar.update(1)
+      final = step == t.steps
+      if step % t.log_every == 0 or final or stop.received:
+        pending = jax.device_get(pending)
+        _check_finite(pending, last_saved)
+        row = _train_row(pending, time.perf_counter() - tick, tokens_per_step, trainer.weights,
+                         flops_per_token, peak)
+        log.write(step, "train", row)
+        bar.set_postfix(loss=f"{row['loss']:.3f}")
+        pending, tick = [], time.perf_counter()
+      if (t.eval_every and step % t.eval_every == 0) or final:
+        results = trainer.evaluate(state["params"], eval_batches)
+        log.write(step, "eval", results)
+        tqdm.write(f"step {step}: eval loss {results['loss']:.4f}"
+                   + (f", perplexity {results['perplexity']:.2f}" if "perplexity" in results
+                      else ""))
+        tick = time.perf_counter()
+      if (t.checkpoint_every and step % t.checkpoint_every == 0) or final or stop.received:
+        _check_finite(jax.device_get(pending), last_saved)
+        ckpts.save(step, state, train_iter.get_state(), meta)
+        last_saved = step
+      if stop.received:
+        if is_main:
+          tqdm.write(f"signal {stop.received}: saved step {step}; "
+                     "run the same command to resume")
+        return {"interrupted": stop.received, "step": step}
+  finally:
+    bar.close()
+    stop.restore()
+    ckpts.close()
+    log.close()
+  results = dict(results, step=t.steps, num_params=trainer.num_params,
+                 unigram_perplexity=data.unigram_perplexity,
+                 config_hash=meta["config_hash"], compile_s=compile_s)
+  if is_main:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f, indent=2)
+  return results
+
+
+def resolve(cfg, num_devices: int):
+  """Validates `cfg` and fills the fields derived from others (a new, locked copy)."""
+  config_lib.validate(cfg, num_devices)
+  cfg = cfg.copy_and_resolve_references()
+  with cfg.unlocked():
+    if cfg.model.vocab_size == 0:
+      cfg.model.vocab_size = cfg.data.vocab_size
+  abstract = nnx.eval_shape(lambda: Network(cfg.model, {}, rngs=nnx.Rngs(0)))
+  objectives.check_backbone(cfg.objectives, abstract.backbone.causal, cfg.model.arch,
+                            cfg.model.kind)
+  cfg.lock()
+  return cfg
+
+
+def prepare_workdir(cfg, workdir: str) -> None:
+  """Creates the workdir, or checks that the run it holds can continue as `cfg`."""
+  path = os.path.join(workdir, "config.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      config_lib.check_compatible(json.load(f), cfg)
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, "w") as f:
+      f.write(config_lib.to_json(cfg))
+
+
+def pretrain(cfg, workdir: str) -> dict:
+  """The whole pretraining run: checks, data, training, results (see train_and_evaluate).
+
+  Every user error (config, workdir, data) is raised before anything compiles.
+  """
+  from research.data import pipeline  # late: data is the slowest import
+
+  cfg = resolve(cfg, jax.device_count())
+  prepare_workdir(cfg, workdir)
+  data = pipeline.load_pretraining_data(cfg, jax.process_index(), jax.process_count())
+  if jax.process_index() == 0:
+    with open(data.tokenizer.path, "rb") as src, open(
+        os.path.join(workdir, "tokenizer.model"), "wb") as dst:
+      dst.write(src.read())
+  return train_and_evaluate(cfg, workdir, data)
+
+
+def load_config(workdir: str):
+  """The resolved config a workdir was trained with."""
+  import ml_collections
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise CheckpointError(f"{workdir} holds no run (no config.json)")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def restore_params(workdir: str, step: int | None = None, devices=None):
+  """(cfg, netdef, params, step) from a workdir's latest (or given) checkpoint.
+
+  Restores onto `devices` (default: the first device alone) whatever mesh
+  the run was trained on.
+  """
+  cfg = load_config(workdir)
+  with cfg.unlocked():
+    cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = -1, 1, 1
+  devices = jax.devices()[:1] if devices is None else devices
+  trainer = Trainer(cfg, workdir, None, devices)
+  ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), async_save=False)
+  step = ckpts.latest_step() if step is None else step
+  if step is None:
+    raise CheckpointError(f"{workdir} has no checkpoint yet")
+  state, _, _ = ckpts.restore(step, trainer.abstract_state)
+  ckpts.close()
+  return cfg, trainer.netdef, state["params"], step

@@ -1,0 +1,52 @@
+"""Eight fake CPU devices for every test, set before jax is imported."""
+
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def synthetic_examples(n: int, seq_len: int, vocab: int, seed: int) -> dict:
+  """Packed rows with two documents each and a learnable pattern."""
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(4, vocab, (n, seq_len)).astype(np.int32)
+  tokens[:, 1::2] = tokens[:, 0::2] % 7 + 4  # every odd token follows from its predecessor
+  half = seq_len // 2
+  segments = np.where(np.arange(seq_len) < half, 1, 2).astype(np.int32)
+  positions = np.where(np.arange(seq_len) < half, np.arange(seq_len),
+                       np.arange(seq_len) - half).astype(np.int32)
+  return {"tokens": tokens, "segment_ids": np.tile(segments, (n, 1)),
+          "positions": np.tile(positions, (n, 1))}
+
+
+@pytest.fixture
+def synthetic_data():
+  """A PretrainingData of synthetic rows (no tokenizer), for fast loop tests."""
+  from research.data.pipeline import PretrainingData
+
+  def make(seq_len=32, vocab=128, n_train=128, n_eval=32):
+    return PretrainingData(tokenizer=None,
+                           train=synthetic_examples(n_train, seq_len, vocab, 0),
+                           eval=synthetic_examples(n_eval, seq_len, vocab, 1),
+                           unigram_perplexity=float(vocab), stats={})
+  return make
+
+
+def tiny_config(**overrides):
+  """The gpt_clm tiny preset, shrunk further, with dotted-key overrides."""
+  from configs.pretrain import gpt_clm
+  cfg = gpt_clm.get_config("tiny")
+  cfg.update_from_flattened_dict({"model.max_len": 32, "data.seq_len": 32,
+                                  "data.vocab_size": 128, "train.steps": 12,
+                                  "train.log_every": 2, "train.eval_every": 6,
+                                  "train.checkpoint_every": 6, "train.warmup_steps": 2,
+                                  "train.peak_flops": 1e11, **overrides})
+  return cfg

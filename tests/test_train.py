@@ -1,0 +1,130 @@
+"""The training core: loss falls, meshes agree, resume is exact, checkpoints move meshes."""
+
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from research import train
+from research.data import pipeline
+
+
+def _rows(workdir, split):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [r for r in map(json.loads, f) if r["split"] == split]
+
+
+def _train(cfg, workdir, data, devices=None):
+  cfg = train.resolve(cfg, len(devices or jax.devices()))
+  train.prepare_workdir(cfg, str(workdir))
+  return train.train_and_evaluate(cfg, str(workdir), data, devices)
+
+
+def test_loss_falls_and_workdir_is_complete(tmp_path, synthetic_data):
+  results = _train(tiny_config(), tmp_path, synthetic_data())
+  rows = _rows(tmp_path, "train")
+  assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12]
+  assert rows[-1]["loss"] < rows[0]["loss"] - 0.5
+  for key in ("tokens_per_s", "mfu", "grad_norm", "perplexity", "accuracy"):
+    assert np.isfinite(rows[-1][key]), key
+  evals = _rows(tmp_path, "eval")
+  assert [r["step"] for r in evals] == [6, 12]
+  assert np.isfinite(results["perplexity"]) and results["perplexity"] < 128
+  assert json.load(open(tmp_path / "results.json"))["loss"] == results["loss"]
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["12", "6"]
+  assert os.listdir(tmp_path / "tb")
+
+
+def test_sharded_mesh_matches_one_device(tmp_path, synthetic_data):
+  data = synthetic_data()
+  _train(tiny_config(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}),
+         tmp_path / "mesh", data)
+  _train(tiny_config(), tmp_path / "one", data, devices=jax.devices()[:1])
+  mesh_losses = [r["loss"] for r in _rows(tmp_path / "mesh", "train")]
+  one_losses = [r["loss"] for r in _rows(tmp_path / "one", "train")]
+  np.testing.assert_allclose(mesh_losses, one_losses, rtol=2e-4)
+
+
+def test_params_are_sharded_by_the_rules(synthetic_data):
+  cfg = train.resolve(tiny_config(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}), 8)
+  trainer = train.Trainer(cfg, "", synthetic_data())
+  spec = trainer.state_shardings["params"]["backbone/blocks/0/mlp/up/kernel"].spec
+  assert tuple(spec) == ("fsdp", "tensor")
+  # Adam moments follow their parameter's sharding.
+  mu = trainer.state_shardings["opt_state"][1][0].mu["backbone/blocks/0/mlp/up/kernel"]
+  assert tuple(mu.spec) == ("fsdp", "tensor")
+
+
+class _SignalAt:
+  """A train iterator that sends SIGTERM to this process when batch `at` is taken."""
+
+  def __init__(self, inner, at):
+    self.inner, self.at, self.taken = inner, at, 0
+
+  def __next__(self):
+    self.taken += 1
+    if self.taken == self.at:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return next(self.inner)
+
+  def get_state(self):
+    return self.inner.get_state()
+
+  def set_state(self, state):
+    self.inner.set_state(state)
+
+
+def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path, synthetic_data, monkeypatch):
+  data = synthetic_data()
+  cfg = lambda: tiny_config(**{"train.log_every": 1})  # per-step rows compare per-step losses
+  _train(cfg(), tmp_path / "full", data)
+  original = pipeline.train_iterator
+  monkeypatch.setattr(pipeline, "train_iterator",
+                      lambda *a, **k: _SignalAt(original(*a, **k), at=5))
+  out = _train(cfg(), tmp_path / "cut", data)
+  assert out["interrupted"] == signal.SIGTERM and out["step"] == 5
+  assert "5" in os.listdir(tmp_path / "cut" / "checkpoints")
+  monkeypatch.setattr(pipeline, "train_iterator", original)
+  _train(cfg(), tmp_path / "cut", data)
+  keys = ("step", "loss", "accuracy", "grad_norm")
+  for split in ("train", "eval"):
+    full = [[r[k] for k in keys if k in r] for r in _rows(tmp_path / "full", split)]
+    cut = [[r[k] for k in keys if k in r] for r in _rows(tmp_path / "cut", split)]
+    assert len(full) == (12 if split == "train" else 2)
+    assert cut == full, split  # bitwise: same floats, same data order
+
+
+def test_checkpoint_restores_onto_another_mesh(tmp_path, synthetic_data):
+  data = synthetic_data()
+  _train(tiny_config(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}), tmp_path, data)
+  cfg, netdef, params, step = train.restore_params(str(tmp_path))
+  assert step == 12
+  assert all(len(p.sharding.device_set) == 1 for p in params.values())
+  # Training continues on a (4, 2, 1) mesh from the (2, 2, 2) checkpoint.
+  more = tiny_config(**{"mesh.data": 4, "mesh.fsdp": 2, "train.steps": 14})
+  results = _train(more, tmp_path, data)
+  assert results["step"] == 14 and np.isfinite(results["loss"])
+
+
+def test_microbatches_match_full_batch(tmp_path, synthetic_data):
+  data = synthetic_data()
+  _train(tiny_config(), tmp_path / "full", data)
+  _train(tiny_config(**{"train.microbatches": 2}), tmp_path / "micro", data)
+  full = [r["loss"] for r in _rows(tmp_path / "full", "train")]
+  micro = [r["loss"] for r in _rows(tmp_path / "micro", "train")]
+  np.testing.assert_allclose(micro, full, rtol=1e-3)
+
+
+def test_nan_loss_stops_and_keeps_the_good_checkpoint(tmp_path, synthetic_data):
+  from research.errors import TrainingError
+  cfg = tiny_config(**{"train.lr": 1e6, "train.clip_norm": 0.0, "train.warmup_steps": 0,
+                       "train.steps": 40, "train.log_every": 1, "train.checkpoint_every": 1})
+  with pytest.raises(TrainingError, match=r"at step \d+"):
+    _train(cfg, tmp_path, synthetic_data())
+  saved = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())
+  _, _, params, _ = train.restore_params(str(tmp_path), step=saved[-1])
+  assert all(np.isfinite(np.asarray(p)).all() for p in params.values())
