@@ -31,6 +31,22 @@ def _first_line(e: BaseException) -> str:
   return text.splitlines()[0]
 
 
+def load_config(config_flag, overrides: dict):
+  """The config from a config_flags flag, with JSON overrides applied.
+
+  config_flags defers loading the file until first access, so a missing or
+  broken config file surfaces here; it becomes a ConfigError.
+  """
+  try:
+    cfg = config_flag.value
+    cfg.keys()  # a failed load is a proxy that raises on first use
+  except (OSError, ImportError, SyntaxError) as e:
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    raise ConfigError(f"cannot load the config file: {lines[-1] if lines else e}") from e
+  apply_json_overrides(cfg, overrides)
+  return cfg
+
+
 def apply_json_overrides(cfg, overrides: dict) -> None:
   """Sets dict-valued fields passed as JSON (e.g. --config.objectives='{"mlm": 1}')."""
   import ml_collections

@@ -21,8 +21,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv, overrides):
   from research import train
-  cfg = _CONFIG.value
-  cli.apply_json_overrides(cfg, overrides)
+  cfg = cli.load_config(_CONFIG, overrides)
   results = train.pretrain(cfg, _WORKDIR.value)
   if "interrupted" in results:
     sys.exit(128 + results["interrupted"])

@@ -58,6 +58,13 @@ def default_config() -> ml_collections.ConfigDict:
   m.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
   m.tie_embeddings = True  # output head shares the token embedding matrix
   m.rope_base = 10000.0  # RoPE frequency base
+  # Encoder, recurrent and convolutional options (research/models/{transformer,rnn,cnn}.py).
+  m.type_vocab_size = 2  # encoders: token-type (sentence A/B) embeddings; 0: none
+  m.prenorm = True  # Transformer: norm before each residual branch; False: post-LN (BERT)
+  m.residual = True  # RNN/CNN: each layer adds its output to its input
+  m.rnn_hidden = 0  # LSTM/GRU state size per direction (0: width); projected back to width
+  m.kernel_size = 3  # CNN: convolution window, in tokens
+  m.dilation_cycle = 4  # CNN: layer i dilates by 2 ** (i % dilation_cycle); 1: no dilation
 
   # Pretraining objectives and their loss weights; 0 switches one off.
   c.objectives = ml_collections.ConfigDict({"clm": 1.0})
@@ -148,6 +155,10 @@ def validate(cfg, num_devices: int) -> None:
   _check(m.width % m.num_heads == 0,
          f"model.num_heads={m.num_heads} does not divide model.width={m.width}")
   _check(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}")
+  for name in ("type_vocab_size", "rnn_hidden"):
+    _check(m[name] >= 0, f"model.{name} must be >= 0, got {m[name]}")
+  for name in ("kernel_size", "dilation_cycle"):
+    _check(m[name] > 0, f"model.{name} must be positive, got {m[name]}")
 
   _check(len(cfg.objectives) > 0, "objectives is empty")
   for name, weight in cfg.objectives.items():

@@ -43,12 +43,12 @@ def _generate(params, prompt, rng, *, merge, max_new_tokens, temperature, top_k,
   logits, cache = model.decode_step(prompt, cache)
 
   def step(carry, key):
-    logits, cache = carry
-    token = sample_token(logits[:, -1], key, temperature, top_k, top_p)
+    last_logits, cache = carry
+    token = sample_token(last_logits, key, temperature, top_k, top_p)
     logits, cache = model.decode_step(token[:, None].astype(prompt.dtype), cache)
-    return (logits, cache), token
+    return (logits[:, -1], cache), token
 
-  _, tokens = jax.lax.scan(step, (logits, cache), jax.random.split(rng, max_new_tokens))
+  _, tokens = jax.lax.scan(step, (logits[:, -1], cache), jax.random.split(rng, max_new_tokens))
   return tokens.T
 
 

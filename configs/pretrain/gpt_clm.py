@@ -19,7 +19,7 @@ PRESETS = {
                              eval_every=100, eval_batches=16, checkpoint_every=100)),
     "base": dict(model=dict(num_layers=12, width=768, num_heads=12, max_len=1024,
                             dtype="bfloat16", dropout=0.0),
-                 data=dict(seq_len=1024, vocab_size=32768),
+                 data=dict(seq_len=1024, vocab_size=16384),
                  train=dict(batch_size=64, steps=20000, lr=6e-4, warmup_steps=1000,
                             log_every=50, eval_every=1000, eval_batches=32,
                             checkpoint_every=1000)),

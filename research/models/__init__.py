@@ -3,9 +3,13 @@
 `MODELS[cfg.model.arch](cfg.model, rngs=...)` returns an `nnx.Module` with
 `model(tokens, *, segment_ids, positions, deterministic, rng) -> hidden
 [B, T, D]`, `model.logits(hidden)` (the tied vocabulary head) and
-`model.causal`. Decoder-capable backbones add `init_cache(batch, max_len)` and
-`decode_step(tokens, cache) -> (logits, cache)`. Adding an architecture is one
-file and one line here; the registry tests then cover it.
+`model.causal`; encoders also take `token_type_ids` [B, T] (sentence A/B,
+default 0) when they have token-type embeddings. Decoder-capable backbones
+add `init_cache(batch, max_len)` and `decode_step(tokens, cache) -> (logits,
+cache)`. Encoder-decoders (kind "encoder_decoder") are encoders by this
+contract (`model(...)` is the encoder) and add `encode`, `decode`, and
+`init_cache(batch, max_len, encoded=...)` for `decode_step`. Adding an
+architecture is one file and one line here; the registry tests then cover it.
 """
 
 from typing import Callable, NamedTuple
@@ -13,7 +17,8 @@ from typing import Callable, NamedTuple
 import jax.numpy as jnp
 from flax import nnx
 
-from research.models import layers, transformer
+from research.models import cnn, layers, rnn, transformer
+
 
 class Architecture(NamedTuple):
   """A registry entry: how to build the backbone, and the kinds it offers."""
@@ -25,7 +30,10 @@ class Architecture(NamedTuple):
 
 
 MODELS = {
-    "transformer": Architecture(transformer.build, ("decoder", "encoder")),
+    "transformer": Architecture(transformer.build, ("decoder", "encoder", "encoder_decoder")),
+    "lstm": Architecture(rnn.build("lstm"), ("decoder", "encoder")),
+    "gru": Architecture(rnn.build("gru"), ("decoder", "encoder")),
+    "cnn": Architecture(cnn.build, ("decoder", "encoder")),
 }
 
 

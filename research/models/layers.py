@@ -76,6 +76,36 @@ class Embedder(nnx.Module):
                       preferred_element_type=jnp.float32)
 
 
+def token_types(num_types: int, width: int, *, rngs):
+  """The token-type (sentence A/B) embedding table of an encoder, BERT-style."""
+  return nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (num_types, width)),
+                   axes=(None, "embed"))
+
+
+def add_token_types(model, x, token_type_ids):
+  """x plus `model.type_embed[token_type_ids]` (type 0 when None).
+
+  A model without a type table (decoders, or type_vocab_size=0) rejects
+  explicit ids rather than silently dropping them.
+  """
+  table = getattr(model, "type_embed", None)
+  if table is None:
+    if token_type_ids is not None:
+      raise ValueError(f"{type(model).__name__} has no token-type embeddings "
+                       "(an encoder with model.type_vocab_size > 0 has)")
+    return x
+  if token_type_ids is None:
+    return x + table[...][0].astype(x.dtype)
+  return x + jnp.take(table[...], token_type_ids, axis=0).astype(x.dtype)
+
+
+def vocab_logits(model, hidden):
+  """Vocabulary logits in float32: `model.head` if it has one, else the tied embedding."""
+  if hasattr(model, "head"):
+    return model.head(hidden).astype(jnp.float32)
+  return model.embed.attend(hidden)
+
+
 class MLP(nnx.Module):
   """Position-wise feed-forward: GELU, or SwiGLU (Shazeer 2020)."""
 
@@ -120,7 +150,9 @@ def attention_mask(q_segments, k_segments, causal: bool, q_index=None, k_index=N
 class Attention(nnx.Module):
   """Multi-head attention through `jax.nn.dot_product_attention`.
 
-  Self-attention when `context` is None; cross-attention otherwise. With a
+  Self-attention when `context` is None; cross-attention otherwise, where
+  `context` is either the context states [B, S, D] or their keys and values
+  from `project_context` (computed once per source when decoding). With a
   `cache` ({"k", "v"} of [B, L, H, Dh]), the new keys and values are written
   at `cache_index` and the queries attend to the whole cache.
   """
@@ -141,9 +173,12 @@ class Attention(nnx.Module):
 
   def __call__(self, x, mask, *, positions=None, context=None, context_positions=None,
                cache=None, cache_index=None):
-    source = x if context is None else context
-    q, k, v = self._heads(self.query, x), self._heads(self.key, source), self._heads(
-        self.value, source)
+    q = self._heads(self.query, x)
+    if isinstance(context, dict):
+      k, v = context["k"], context["v"]
+    else:
+      source = x if context is None else context
+      k, v = self._heads(self.key, source), self._heads(self.value, source)
     if self.rope_base is not None:
       q = rope(q, positions, self.rope_base)
       k = rope(k, positions if context is None else context_positions, self.rope_base)
@@ -157,6 +192,10 @@ class Attention(nnx.Module):
     y = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=1.0 / math.sqrt(self.head_dim))
     y = y.reshape(*y.shape[:-2], self.num_heads * self.head_dim).astype(self.dtype)
     return self.out(y).astype(self.dtype), cache
+
+  def project_context(self, context):
+    """Cross-attention keys and values {"k", "v"} [B, S, H, Dh] of a fixed context."""
+    return {"k": self._heads(self.key, context), "v": self._heads(self.value, context)}
 
   def init_cache(self, batch: int, max_len: int, dtype):
     shape = (batch, max_len, self.num_heads, self.head_dim)

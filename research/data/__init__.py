@@ -1,0 +1,1 @@
+"""Data: built-in corpora, local and hub text, tokenizers, packed batches."""

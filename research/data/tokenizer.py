@@ -1,0 +1,225 @@
+"""SentencePiece tokenizers: trained on the train documents, cached, or loaded.
+
+Every tokenizer Trellis trains has the same fixed special ids, so objectives
+can rely on them without looking anything up:
+
+  0 <pad>   1 <unk>   2 <s> (bos)   3 </s> (eos)
+  4 <mask>  5 <cls>   6 <sep>   7..38 <extra_id_0>..<extra_id_31> (T5 sentinels)
+  39 "\\n"  40 "\\t"   then 256 byte pieces <0x00>..<0xFF>, then learned pieces.
+
+Newline and tab are whole pieces and whitespace is kept as is (no
+normalisation, no dummy prefix, whitespace-only pieces allowed), so
+`decode(encode(text)) == text` holds for source code; byte fallback means no
+text is ever unknown.
+"""
+
+import hashlib
+import io
+import json
+import os
+import pathlib
+import re
+import tempfile
+
+import numpy as np
+import sentencepiece as spm
+
+from research.data import sources
+from research.errors import DataError
+
+NUM_SENTINELS = 32
+SPECIAL_PIECES = ("<mask>", "<cls>", "<sep>") + tuple(
+    f"<extra_id_{i}>" for i in range(NUM_SENTINELS))
+# Text symbols, not specials: masking may replace them like any other token.
+WHITESPACE_PIECES = ("\n", "\t")
+# <pad> <unk> <s> </s>, the specials, whitespace pieces and 256 bytes.
+NUM_RESERVED_PIECES = 4 + len(SPECIAL_PIECES) + len(WHITESPACE_PIECES) + 256
+
+# Tokenizer training reads a deterministic, evenly strided sample of lines of
+# about max(MIN_TRAINING_CHARS, TRAINING_CHARS_PER_PIECE * vocab_size)
+# characters: more text barely changes the vocabulary but training time grows
+# with it (1M characters of code take ~6 s on 2 cores).
+MIN_TRAINING_CHARS = 1_000_000
+TRAINING_CHARS_PER_PIECE = 250
+_TRAINER_THREADS = 2
+_TRAINER_OPTIONS = dict(
+    pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+    user_defined_symbols=list(SPECIAL_PIECES + WHITESPACE_PIECES),
+    byte_fallback=True, character_coverage=0.9995,
+    normalization_rule_name="identity", remove_extra_whitespaces=False,
+    add_dummy_prefix=False, allow_whitespace_only_pieces=True, split_digits=True,
+    shuffle_input_sentence=False, minloglevel=2,
+)
+
+
+class Tokenizer:
+  """A SentencePiece model with Trellis's fixed special ids."""
+
+  def __init__(self, path: str | os.PathLike):
+    """Loads the SentencePiece model at `path`.
+
+    Raises:
+      DataError: the file is missing, not a SentencePiece model, or its
+        special pieces are not at Trellis's fixed ids.
+    """
+    self.path = pathlib.Path(path)
+    try:
+      model_bytes = self.path.read_bytes()
+    except OSError as e:
+      raise DataError(f"cannot read tokenizer {path}: {e.strerror}") from None
+    self._sp = spm.SentencePieceProcessor()
+    try:
+      self._sp.LoadFromSerializedProto(model_bytes)
+    except (RuntimeError, OSError):
+      raise DataError(f"{path} is not a SentencePiece model") from None
+    self.fingerprint = hashlib.sha256(model_bytes).hexdigest()[:16]
+    expected = {0: "<pad>", 1: "<unk>", 2: "<s>", 3: "</s>"}
+    expected.update({4 + i: piece for i, piece in enumerate(SPECIAL_PIECES)})
+    for token_id, piece in expected.items():
+      if token_id >= self.vocab_size or self._sp.id_to_piece(token_id) != piece:
+        raise DataError(f"{path}: id {token_id} must be {piece!r}; train the tokenizer "
+                        "with Trellis (set data.tokenizer='')")
+
+  @property
+  def vocab_size(self) -> int:
+    """Number of pieces, specials and bytes included."""
+    return self._sp.get_piece_size()
+
+  @property
+  def pad_id(self) -> int:
+    """Id of <pad>: padding, never a target."""
+    return 0
+
+  @property
+  def unk_id(self) -> int:
+    """Id of <unk> (unused: byte fallback covers all text)."""
+    return 1
+
+  @property
+  def bos_id(self) -> int:
+    """Id of <s>, begin of sequence."""
+    return 2
+
+  @property
+  def eos_id(self) -> int:
+    """Id of </s>, appended to every packed document."""
+    return 3
+
+  @property
+  def mask_id(self) -> int:
+    """Id of <mask> (MLM)."""
+    return 4
+
+  @property
+  def cls_id(self) -> int:
+    """Id of <cls> (classification / NSP)."""
+    return 5
+
+  @property
+  def sep_id(self) -> int:
+    """Id of <sep> (between sentence pairs)."""
+    return 6
+
+  @property
+  def sentinel_ids(self) -> tuple[int, ...]:
+    """Ids of <extra_id_0>, <extra_id_1>, ... (T5 span corruption)."""
+    return tuple(range(7, 7 + NUM_SENTINELS))
+
+  @property
+  def special_ids(self) -> tuple[int, ...]:
+    """Every id that masking must never pick or produce."""
+    return tuple(range(4 + len(SPECIAL_PIECES)))
+
+  def encode(self, text: str) -> list[int]:
+    """Token ids of `text`, without bos/eos."""
+    return self._sp.encode(text)
+
+  def encode_batch(self, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text, encoded on several threads."""
+    return self._sp.encode(texts, num_threads=os.cpu_count() or 1)
+
+  def decode(self, ids) -> str:
+    """The text of `ids` (a list or array), skipping padding."""
+    return self._sp.decode([int(i) for i in np.asarray(ids).reshape(-1) if i != self.pad_id])
+
+  def id_to_piece(self, token_id: int) -> str:
+    """The vocabulary piece of one id (for debugging and tests)."""
+    return self._sp.id_to_piece(token_id)
+
+
+def training_lines(train_docs: list[str], vocab_size: int) -> list[str]:
+  """Non-empty lines of the documents, evenly strided down to the training budget."""
+  budget = max(MIN_TRAINING_CHARS, TRAINING_CHARS_PER_PIECE * vocab_size)
+  lines = [line for doc in train_docs for line in doc.split("\n") if line.strip()]
+  total = sum(len(line) for line in lines)
+  stride = max(1, -(-total // budget))
+  return lines[::stride]
+
+
+def _cache_key(lines: list[str], data_cfg) -> str:
+  digest = hashlib.sha256()
+  settings = dict(_TRAINER_OPTIONS, vocab_size=data_cfg.vocab_size,
+                  model_type=data_cfg.tokenizer_type,
+                  sentencepiece=spm.__version__)
+  digest.update(json.dumps(settings, sort_keys=True).encode())
+  for line in lines:
+    digest.update(line.encode("utf-8"))
+    digest.update(b"\0")  # keeps ["ab", "c"] apart from ["a", "bc"]
+  return digest.hexdigest()[:32]
+
+
+def _train(lines: list[str], data_cfg, path: pathlib.Path) -> None:
+  """Trains a model on `lines` and writes it atomically to `path`."""
+  if data_cfg.vocab_size <= NUM_RESERVED_PIECES:
+    raise DataError(f"data.vocab_size={data_cfg.vocab_size} is too small: the tokenizer "
+                    f"reserves {NUM_RESERVED_PIECES} ids for special pieces and bytes")
+  model = io.BytesIO()
+  try:
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, vocab_size=data_cfg.vocab_size,
+        model_type=data_cfg.tokenizer_type, num_threads=_TRAINER_THREADS, **_TRAINER_OPTIONS)
+  except RuntimeError as e:
+    limit = re.search(r"Vocabulary size too high.*<= (\d+)", str(e))
+    if limit:
+      raise DataError(f"data.vocab_size={data_cfg.vocab_size} is too large for this corpus "
+                      f"(at most {limit.group(1)}); lower data.vocab_size") from None
+    needed = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(e))
+    if needed:
+      raise DataError(f"data.vocab_size={data_cfg.vocab_size} is too small for the characters "
+                      f"of this corpus; use at least {needed.group(1)}") from None
+    raise DataError(f"SentencePiece training failed: {str(e).strip()}") from None
+  path.parent.mkdir(parents=True, exist_ok=True)
+  handle, temp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+  with os.fdopen(handle, "wb") as f:
+    f.write(model.getvalue())
+  os.replace(temp, path)
+
+
+def load_or_train_tokenizer(train_docs: list[str], data_cfg) -> Tokenizer:
+  """The tokenizer at `data_cfg.tokenizer`, or one trained on `train_docs`.
+
+  A trained model is cached under `cache_root(data.cache_dir)/tokenizers/`,
+  keyed by the training text and every setting, so the same corpus and
+  settings train only once.
+
+  Raises:
+    DataError: a given tokenizer is missing or invalid or its size is not
+      data.vocab_size, the corpus has no text, or the vocabulary does not fit.
+  """
+  if data_cfg.tokenizer:
+    tokenizer = Tokenizer(os.path.expanduser(data_cfg.tokenizer))
+  else:
+    lines = training_lines(train_docs, data_cfg.vocab_size)
+    if not lines:
+      raise DataError("no text to train a tokenizer on")
+    path = (sources.cache_root(data_cfg.cache_dir) / "tokenizers"
+            / f"{_cache_key(lines, data_cfg)}.model")
+    if not path.exists():
+      with sources.stage(f"training a {data_cfg.tokenizer_type} tokenizer, "
+                         f"vocab {data_cfg.vocab_size}, on {len(lines):,} lines"):
+        _train(lines, data_cfg, path)
+    tokenizer = Tokenizer(path)
+  if tokenizer.vocab_size != data_cfg.vocab_size:
+    raise DataError(f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces but "
+                    f"data.vocab_size={data_cfg.vocab_size}")
+  return tokenizer

@@ -1,0 +1,88 @@
+"""The command-line contract: user errors are one line `error: ...` and exit status 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+CONFIG = "--config=configs/pretrain/gpt_clm.py:tiny"
+
+
+def run_cli(module, *args, timeout=300):
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True,
+                        text=True, timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def assert_user_error(result, *fragments):
+  lines = [l for l in result.stderr.splitlines() if l.strip()]
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+  for fragment in fragments:
+    assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+  root = tmp_path_factory.mktemp("bad")
+  (root / "empty.txt").write_text("")
+  (root / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1") * 50)
+  return root
+
+
+CASES = {
+    "unknown_key": (["--config.model.colour=1"], "colour"),
+    "zero_lr": (["--config.train.lr=0"], "train.lr"),
+    "negative_steps": (["--config.train.steps=-5"], "train.steps"),
+    "heads_vs_width": (["--config.model.num_heads=3"], "num_heads"),
+    "mesh_vs_devices": (["--config.mesh.data=3"], "devices"),
+    "batch_vs_mesh": (["--config.train.batch_size=12"], "batch_size"),
+    "seq_len_vs_positions": (["--config.data.seq_len=4096"], "max_len"),
+    "unknown_arch": (["--config.model.arch=mamba"], "model.arch"),
+    "unknown_objective": (['--config.objectives={"xyz": 1}'], "xyz"),
+    "bad_objectives_json": (["--config.objectives={mlm"], "JSON"),
+    "missing_file": (["--config.data.source=files", "--config.data.train_files=/nonexistent/*.txt"],
+                     "/nonexistent"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_config_is_one_line_error(name, tmp_path):
+  args, fragment = CASES[name]
+  result = run_cli("experiments.pretrain", CONFIG, f"--workdir={tmp_path}/run", *args)
+  assert_user_error(result, fragment)
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_unknown_preset_and_missing_config_file(tmp_path):
+  assert_user_error(run_cli("experiments.pretrain", "--config=configs/pretrain/gpt_clm.py:huge",
+                            f"--workdir={tmp_path}"), "huge")
+  assert_user_error(run_cli("experiments.pretrain", "--config=configs/pretrain/nope.py",
+                            f"--workdir={tmp_path}"))
+
+
+@pytest.mark.parametrize("file,fragment", [("empty.txt", "empty"), ("latin1.txt", "UTF-8")])
+def test_bad_data_file_is_one_line_error(file, fragment, bad_files, tmp_path):
+  result = run_cli("experiments.pretrain", CONFIG, f"--workdir={tmp_path}",
+                   "--config.data.source=files", f"--config.data.train_files={bad_files / file}")
+  assert_user_error(result, fragment, file)
+
+
+def test_workdir_of_another_run_is_refused(tmp_path):
+  from configs.pretrain import gpt_clm
+  from research import config as config_lib
+  other = gpt_clm.get_config("tiny")
+  other.model.width = 32
+  os.makedirs(tmp_path)  if not tmp_path.exists() else None
+  (tmp_path / "config.json").write_text(config_lib.to_json(other))
+  result = run_cli("experiments.pretrain", CONFIG, f"--workdir={tmp_path}")
+  assert_user_error(result, "model", "--workdir")
+  assert json.loads((tmp_path / "config.json").read_text())["model"]["width"] == 32
+
+
+def test_generate_without_a_run_is_one_line_error(tmp_path):
+  assert_user_error(run_cli("experiments.generate", f"--workdir={tmp_path}", "--prompt=hi"),
+                    "config.json")
