@@ -70,3 +70,35 @@ def generate(merge, params, prompt_ids: list[list[int]], *, max_new_tokens: int,
       row = row[:row.index(eos_id) + 1]
     out.append(row)
   return out
+
+
+def generate_text(workdir: str, prompts: list[str], *, max_new_tokens: int = 64,
+                  temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+                  seed: int = 0) -> tuple[int, list[str]]:
+  """(checkpoint step, continuations) of each prompt from a run's latest checkpoint."""
+  import os
+
+  from research import train
+  from research.data.tokenizer import Tokenizer
+  from research.errors import ConfigError
+
+  if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or max_new_tokens < 1:
+    raise ConfigError("need temperature >= 0, 0 < top_p <= 1, top_k >= 0, max_new_tokens >= 1")
+  cfg, netdef, params, step = train.restore_params(workdir)
+  backbone = netdef.merge(params).backbone
+  if not backbone.causal or not hasattr(backbone, "decode_step"):
+    raise ConfigError(f"model.arch={cfg.model.arch} model.kind={cfg.model.kind} cannot "
+                      "generate text: it is not a decoder")
+  tokenizer = Tokenizer(os.path.join(workdir, "tokenizer.model"))
+  merge = lambda p: netdef.merge(p).backbone
+  texts = []
+  for text in prompts:
+    ids = [tokenizer.bos_id] + tokenizer.encode(text)
+    if len(ids) + max_new_tokens > cfg.model.max_len:
+      raise ConfigError(f"prompt + max_new_tokens = {len(ids) + max_new_tokens} tokens is above "
+                        f"model.max_len={cfg.model.max_len}")
+    new = generate(merge, params, [ids], max_new_tokens=max_new_tokens,
+                   rng=jax.random.PRNGKey(seed), temperature=temperature, top_k=top_k,
+                   top_p=top_p, eos_id=tokenizer.eos_id)[0]
+    texts.append(tokenizer.decode(new))
+  return step, texts

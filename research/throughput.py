@@ -48,3 +48,13 @@ def peak_memory_bytes() -> int:
   if "peak_bytes_in_use" in stats:
     return int(stats["peak_bytes_in_use"])
   return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def synthetic_batch(cfg, seed: int = 0) -> dict:
+  """A global batch of random tokens in the config's shape (one document per row)."""
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  shape = (cfg.train.batch_size, cfg.data.seq_len)
+  return {"tokens": rng.integers(4, cfg.model.vocab_size, shape).astype(np.int32),
+          "segment_ids": np.ones(shape, np.int32),
+          "positions": np.broadcast_to(np.arange(shape[1], dtype=np.int32), shape).copy()}

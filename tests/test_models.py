@@ -78,12 +78,23 @@ def test_packed_documents_do_not_interact(arch, kind):
   np.testing.assert_allclose(alone, base[:, 9:], atol=1e-5)
 
 
+def _full_logits_and_cache(model, tokens, max_len):
+  """The full-pass logits, and a fresh decoding cache; enc-decs decode against a fixed source."""
+  if hasattr(model, "encode"):
+    source = _tokens(6)[:, :T - 3]
+    source_segments = jnp.ones_like(source).at[1, -2:].set(0)  # row 1 has source padding
+    encoded = model.encode(source, segment_ids=source_segments)
+    hidden = model.decode(tokens, encoded, source_segment_ids=source_segments)
+    cache = model.init_cache(B, max_len, encoded=encoded, source_segment_ids=source_segments)
+    return model.logits(hidden), cache
+  return model.logits(model(tokens, deterministic=True)), model.init_cache(B, max_len)
+
+
 @pytest.mark.parametrize("arch,kind", [c for c in CASES if hasattr(_model(*c), "decode_step")])
 def test_incremental_decoding_equals_full_forward(arch, kind):
   model = _model(arch, kind)
   tokens = _tokens(5)
-  full = model.logits(model(tokens, deterministic=True))
-  cache = model.init_cache(B, T + 4)
+  full, cache = _full_logits_and_cache(model, tokens, T + 4)
   prompt = 5
   logits, cache = model.decode_step(tokens[:, :prompt], cache)
   steps = [logits]

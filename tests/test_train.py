@@ -128,3 +128,18 @@ def test_nan_loss_stops_and_keeps_the_good_checkpoint(tmp_path, synthetic_data):
   saved = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())
   _, _, params, _ = train.restore_params(str(tmp_path), step=saved[-1])
   assert all(np.isfinite(np.asarray(p)).all() for p in params.values())
+
+
+def test_resume_after_kill_drops_rows_past_the_checkpoint(tmp_path, synthetic_data):
+  """What kill -9 leaves behind: rows logged after the last checkpoint, no results."""
+  import shutil
+  data = synthetic_data()
+  _train(tiny_config(), tmp_path / "full", data)
+  shutil.copytree(tmp_path / "full", tmp_path / "killed")
+  shutil.rmtree(tmp_path / "killed" / "checkpoints" / "12")
+  os.remove(tmp_path / "killed" / "results.json")
+  _train(tiny_config(), tmp_path / "killed", data)
+  strip = lambda rows: [{k: v for k, v in r.items() if k not in ("tokens_per_s", "step_time_s",
+                                                                 "mfu")} for r in rows]
+  for split in ("train", "eval"):
+    assert strip(_rows(tmp_path / "killed", split)) == strip(_rows(tmp_path / "full", split))

@@ -15,7 +15,7 @@ PRESETS = {
                             eval_every=15, eval_batches=2, checkpoint_every=15)),
     "small": dict(model=dict(num_layers=4, width=256, num_heads=4, max_len=256),
                   data=dict(seq_len=128, vocab_size=2048),
-                  train=dict(batch_size=32, steps=400, lr=2e-3, warmup_steps=40, log_every=20,
+                  train=dict(batch_size=16, steps=300, lr=2e-3, warmup_steps=30, log_every=10,
                              eval_every=100, eval_batches=16, checkpoint_every=100)),
     "base": dict(model=dict(num_layers=12, width=768, num_heads=12, max_len=1024,
                             dtype="bfloat16", dropout=0.0),
