@@ -69,6 +69,14 @@ def default_config() -> ml_collections.ConfigDict:
   # Pretraining objectives and their loss weights; 0 switches one off.
   c.objectives = ml_collections.ConfigDict({"clm": 1.0})
 
+  # Settings of the objectives (used only by the objectives that are active).
+  c.objective_options = o = ml_collections.ConfigDict()
+  o.mask_rate = 0.15  # mlm: share of maskable tokens chosen (BERT: 0.15)
+  o.whole_word_mask = False  # mlm: choose all pieces of a word together
+  o.noise_density = 0.15  # span: share of tokens corrupted (T5: 0.15)
+  o.mean_span_length = 3.0  # span: mean corrupted span length (T5: 3)
+  o.nsp_random_rate = 0.5  # nsp: share of pairs whose B is from another document
+
   c.data = d = ml_collections.ConfigDict()
   d.source = "shakespeare"  # built-in corpus name, "files", or a HF hub name
   d.train_files = ""  # glob(s), comma-separated, when source == "files"
@@ -165,6 +173,12 @@ def validate(cfg, num_devices: int) -> None:
     _choice(name, sorted(OBJECTIVES), "objective")
     _check(weight >= 0, f"objectives.{name} weight must be >= 0, got {weight}")
   _check(any(w > 0 for w in cfg.objectives.values()), "every objective has weight 0")
+  o = cfg.objective_options
+  _check(0 < o.mask_rate < 1, f"objective_options.mask_rate must be in (0, 1), got {o.mask_rate}")
+  _check(0 < o.noise_density < 1,
+         f"objective_options.noise_density must be in (0, 1), got {o.noise_density}")
+  _check(o.mean_span_length >= 1, "objective_options.mean_span_length must be >= 1")
+  _check(0 <= o.nsp_random_rate <= 1, "objective_options.nsp_random_rate must be in [0, 1]")
 
   _check(d.seq_len > 1, f"data.seq_len must be > 1, got {d.seq_len}")
   _check(d.seq_len <= m.max_len,

@@ -136,7 +136,11 @@ class Trainer:
     self.mesh = sharding.make_mesh(cfg, devices)
     rules = dict(cfg.mesh.rules)
     self.weights = dict(cfg.objectives)
-    self.loss_fn = objectives.combine(self.weights)
+    tokenizer = getattr(data, "tokenizer", None)
+    vocab = (objectives.Vocab.from_tokenizer(tokenizer, cfg.model.vocab_size) if tokenizer
+             else objectives.Vocab(cfg.model.vocab_size))
+    ctx = objectives.Context(vocab, cfg.objective_options.to_dict())
+    self.loss_fn = objectives.combine(self.weights, ctx)
     head_sizes = objectives.heads(self.weights)
     self.netdef, shapes = define_network(cfg, head_sizes)
     self.num_params = int(sum(np.prod(s.shape) for s in shapes.values()))
@@ -172,6 +176,17 @@ class Trainer:
     start = time.perf_counter()
     self.compiled_step = self._step.lower(state, self.to_device(batch)).compile()
     return time.perf_counter() - start
+
+  def lower(self, global_batch_shapes: dict):
+    """The train step lowered from shapes alone: no arrays, no devices of ours.
+
+    The mesh may be made of devices this host does not have (a TPU topology
+    from `jax.experimental.topologies`): `.compile()` on the result is the
+    ahead-of-time check of experiments/compile_check.py.
+    """
+    batch = {name: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.batch_sharding)
+             for name, s in global_batch_shapes.items()}
+    return self._step.lower(self.abstract_state, batch)
 
   def to_device(self, local_batch: dict) -> dict:
     return sharding.global_batch(local_batch, self.batch_sharding)
@@ -328,8 +343,8 @@ def resolve(cfg, num_devices: int):
     if cfg.model.vocab_size == 0:
       cfg.model.vocab_size = cfg.data.vocab_size
   abstract = nnx.eval_shape(lambda: Network(cfg.model, {}, rngs=nnx.Rngs(0)))
-  objectives.check_backbone(cfg.objectives, abstract.backbone.causal, cfg.model.arch,
-                            cfg.model.kind)
+  objectives.check_backbone(cfg.objectives, abstract.backbone, cfg.model.arch, cfg.model.kind)
+  objectives.examples(cfg.objectives)
   cfg.lock()
   return cfg
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import grain
 import numpy as np
 
-from research.data import sources
+from research.data import pairs, sources
 from research.data.text import read_documents
 from research.data.tokenizer import Tokenizer, load_or_train_tokenizer
 from research.errors import DataError
@@ -215,17 +215,25 @@ def load_pretraining_data(cfg, process_index: int = 0,
       one eval row.
   """
   del process_index, process_count  # each process builds the same arrays
+  from research import objectives  # late: objectives import jax
   d = cfg.data
   train_docs, eval_docs = read_documents(d)
   tokenizer = load_or_train_tokenizer(train_docs, d)
+  layout = objectives.examples(cfg.objectives)
   packed = {}
   stats = {}
   for split, docs in (("train", train_docs), ("eval", eval_docs)):
-    # bos starts every document, so the first real token is predicted too and
-    # generation can start from bos alone.
-    token_docs = [np.concatenate([[tokenizer.bos_id], ids]).astype(np.int32)
-                  for ids in encode_documents(tokenizer, docs, cache_dir=d.cache_dir)]
-    packed[split] = pack_documents(token_docs, d.seq_len, tokenizer.eos_id)
+    if layout == "pairs":
+      packed[split] = pairs.build_pairs(
+          pairs.encode_sentences(tokenizer, docs), d.seq_len, tokenizer,
+          seed=cfg.seed + (split == "eval"),
+          random_rate=cfg.objective_options.nsp_random_rate)
+    else:
+      # bos starts every document, so the first real token is predicted too
+      # and generation can start from bos alone.
+      token_docs = [np.concatenate([[tokenizer.bos_id], ids]).astype(np.int32)
+                    for ids in encode_documents(tokenizer, docs, cache_dir=d.cache_dir)]
+      packed[split] = pack_documents(token_docs, d.seq_len, tokenizer.eos_id)
     stats[f"{split}_documents"] = len(docs)
     stats[f"{split}_tokens"] = int((packed[split]["segment_ids"] > 0).sum())
     stats[f"{split}_rows"] = len(packed[split]["tokens"])

@@ -1,11 +1,13 @@
 """The objectives registry, and `combine()` to train on a weighted sum of them.
 
-An `Objective` names the batch fields it reads, the task heads it needs next
-to the backbone, which backbones it can train, and its loss. A loss returns
-`(loss, metrics)`: `loss` is the mean to differentiate, `metrics` maps names
-to `(sum, count)` pairs so they aggregate exactly over devices, microbatches
-and eval batches. `rng` is None at evaluation (deterministic), a key in
-training; any masking or sampling happens inside jit from it.
+An `Objective` names the batch fields it reads, the examples it trains on
+(packed documents or sentence pairs), the task heads it needs next to the
+backbone and the backbones it can train; its loss returns `(loss, metrics)`:
+`loss` is the mean to differentiate, `metrics` maps names to `(sum, count)`
+pairs so they aggregate exactly over devices, microbatches and eval batches.
+`rng` is None at evaluation (deterministic), a key in training; masking and
+corruption happen inside jit from it, so a resumed run masks exactly as the
+uninterrupted one would.
 """
 
 import math
@@ -13,23 +15,70 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from research import metrics
 from research.errors import ConfigError
+
+# What an objective can demand of the backbone.
+NEEDS = {
+    "decoder": "a causal (decoder) model",
+    "bidirectional": "a bidirectional (encoder) model",
+    "encoder_decoder": "an encoder-decoder model",
+    "any": "any model",
+}
+
+
+class Vocab(NamedTuple):
+  """The token ids objectives need; Trellis tokenizers fix them (data/tokenizer.py)."""
+  size: int
+  pad_id: int = 0
+  bos_id: int = 2
+  eos_id: int = 3
+  mask_id: int = 4
+  cls_id: int = 5
+  sep_id: int = 6
+  sentinel_ids: tuple[int, ...] = tuple(range(7, 39))
+  special_ids: tuple[int, ...] = tuple(range(39))  # never masked or sampled as noise
+  word_start: np.ndarray | None = None  # [size] bool: piece starts a word (whole-word MLM)
+
+  @classmethod
+  def from_tokenizer(cls, tokenizer, size: int | None = None) -> "Vocab":
+    starts = np.array([_starts_word(tokenizer.id_to_piece(i))
+                       for i in range(tokenizer.vocab_size)], bool)
+    return cls(size or tokenizer.vocab_size, tokenizer.pad_id, tokenizer.bos_id,
+               tokenizer.eos_id, tokenizer.mask_id, tokenizer.cls_id, tokenizer.sep_id,
+               tuple(tokenizer.sentinel_ids), tuple(tokenizer.special_ids), starts)
+
+
+def _starts_word(piece: str) -> bool:
+  # SentencePiece marks a leading space with U+2581; newlines and specials
+  # also begin a new word.
+  return piece[:1] in ("\u2581", "\n", "\t", "<") or not piece[:1].isalnum()
+
+
+class Context(NamedTuple):
+  """What a loss needs besides the network and batch (static within a run)."""
+  vocab: Vocab
+  options: dict  # cfg.objective_options as a plain dict
 
 
 class Objective(NamedTuple):
   """A pretraining objective (see the module docstring for the loss contract)."""
   fields: tuple[str, ...]  # batch fields the loss reads
+  examples: str  # "packed" documents, "pairs" of segments, or "any"
   heads: dict[str, int]  # extra heads built beside the backbone: name -> outputs
-  causal: bool | None  # True: needs a causal backbone; False: a bidirectional one
-  loss: Callable  # (network, batch, rng) -> (loss, {name: (sum, count)})
+  needs: str  # a key of NEEDS
+  loss: Callable  # (network, batch, rng, ctx: Context) -> (loss, {name: (sum, count)})
 
 
-from research.objectives import clm  # noqa: E402  (the registry needs Objective)
+from research.objectives import clm, mlm, nsp, span  # noqa: E402  (they need Objective)
 
 OBJECTIVES = {
     "clm": clm.OBJECTIVE,
+    "mlm": mlm.OBJECTIVE,
+    "nsp": nsp.OBJECTIVE,
+    "span": span.OBJECTIVE,
 }
 
 
@@ -38,14 +87,32 @@ def active(weights) -> dict[str, float]:
   return {name: float(w) for name, w in sorted(weights.items()) if w > 0}
 
 
-def check_backbone(weights, causal: bool, arch: str, kind: str) -> None:
+def backbone_kind(backbone) -> str:
+  """Which NEEDS key a backbone satisfies best: encoder_decoder, decoder or bidirectional."""
+  if hasattr(backbone, "decode") and hasattr(backbone, "encode"):
+    return "encoder_decoder"
+  return "decoder" if backbone.causal else "bidirectional"
+
+
+def check_backbone(weights, backbone, arch: str, kind: str) -> None:
   """ConfigError if an active objective cannot train this backbone."""
+  have = backbone_kind(backbone)
   for name in active(weights):
-    need = OBJECTIVES[name].causal
-    if need is not None and need != causal:
-      what = "a causal (decoder)" if need else "a bidirectional (encoder)"
-      raise ConfigError(f"objective {name} needs {what} model, but model.arch={arch} "
-                        f"model.kind={kind} is {'causal' if causal else 'bidirectional'}")
+    need = OBJECTIVES[name].needs
+    # An encoder-decoder's __call__ is its bidirectional encoder.
+    ok = need in ("any", have) or (need == "bidirectional" and have == "encoder_decoder")
+    if not ok:
+      raise ConfigError(f"objective {name} needs {NEEDS[need]}, but model.arch={arch} "
+                        f"model.kind={kind} is {NEEDS[have]}")
+
+
+def examples(weights) -> str:
+  """The example layout the active objectives train on: "packed" or "pairs"."""
+  wanted = {OBJECTIVES[name].examples for name in active(weights)} - {"any"}
+  if len(wanted) > 1:
+    raise ConfigError(f"objectives {', '.join(active(weights))} need different examples "
+                      f"({' and '.join(sorted(wanted))}); train them separately")
+  return wanted.pop() if wanted else "packed"
 
 
 def heads(weights) -> dict[str, int]:
@@ -56,7 +123,7 @@ def heads(weights) -> dict[str, int]:
   return out
 
 
-def combine(weights) -> Callable:
+def combine(weights, ctx: Context) -> Callable:
   """One loss function: the weighted sum of the active objectives' losses.
 
   Metrics are prefixed by the objective name ("clm/loss"); each objective
@@ -68,12 +135,20 @@ def combine(weights) -> Callable:
     total, out = 0.0, {}
     for i, (name, weight) in enumerate(chosen.items()):
       key = None if rng is None else jax.random.fold_in(rng, i)
-      loss, obj_metrics = OBJECTIVES[name].loss(network, batch, key)
+      loss, obj_metrics = OBJECTIVES[name].loss(network, batch, key, ctx)
       total = total + weight * loss
       out.update({f"{name}/{k}": v for k, v in obj_metrics.items()})
     return total, out
 
   return loss_fn
+
+
+def encoder_inputs(batch) -> dict:
+  """Keyword arguments for a backbone call from a batch (token types when present)."""
+  kwargs = {"segment_ids": batch["segment_ids"], "positions": batch["positions"]}
+  if "token_type_ids" in batch:
+    kwargs["token_type_ids"] = batch["token_type_ids"]
+  return kwargs
 
 
 def report(sums: dict, weights) -> dict[str, float]:

@@ -3,8 +3,9 @@
 from research import objectives
 
 
-def clm_loss(network, batch, rng):
+def clm_loss(network, batch, rng, ctx):
   """Next-token cross-entropy within each packed document."""
+  del ctx
   tokens, segments = batch["tokens"], batch["segment_ids"]
   hidden = network.backbone(tokens, segment_ids=segments, positions=batch["positions"],
                             deterministic=rng is None, rng=rng)
@@ -14,5 +15,5 @@ def clm_loss(network, batch, rng):
   return objectives.token_cross_entropy(logits, tokens[:, 1:], weights)
 
 
-OBJECTIVE = objectives.Objective(
-    fields=("tokens", "segment_ids", "positions"), heads={}, causal=True, loss=clm_loss)
+OBJECTIVE = objectives.Objective(fields=("tokens", "segment_ids", "positions"),
+                                 examples="packed", heads={}, needs="decoder", loss=clm_loss)

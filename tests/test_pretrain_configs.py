@@ -1,0 +1,65 @@
+"""Every config in configs/pretrain: its tiny preset learns on the 8-device mesh and resumes exactly."""
+
+import glob
+import importlib
+import json
+import os
+import signal
+
+import pytest
+
+from conftest import REPO
+from research import train
+from research.data import pipeline
+
+CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(
+    os.path.join(REPO, "configs", "pretrain", "*.py")) if not p.endswith("__init__.py"))
+
+
+def _config(name):
+  cfg = importlib.import_module(f"configs.pretrain.{name}").get_config("tiny")
+  cfg.update_from_flattened_dict({
+      "mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2, "train.steps": 8,
+      "train.log_every": 1, "train.eval_every": 8, "train.checkpoint_every": 4})
+  return train.resolve(cfg, 8)
+
+
+def _run(cfg, workdir, data):
+  train.prepare_workdir(cfg, str(workdir))
+  return train.train_and_evaluate(cfg, str(workdir), data)
+
+
+def _rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "step_time_s", "mfu")}
+            for r in map(json.loads, f)]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_tiny_preset_learns_and_resumes_exactly(name, tmp_path, monkeypatch):
+  cfg = _config(name)
+  data = pipeline.load_pretraining_data(cfg)
+  _run(cfg, tmp_path / "full", data)
+  rows = [r for r in _rows(tmp_path / "full") if r["split"] == "train"]
+  first, last = rows[0]["loss"], min(r["loss"] for r in rows[-2:])
+  assert last < first - 0.3, (first, last)
+
+  original = pipeline.train_iterator
+
+  def signalling(*args, **kwargs):
+    it, taken = original(*args, **kwargs), [0]
+
+    class Wrapped:
+      def __next__(self):
+        taken[0] += 1
+        if taken[0] == 3:
+          os.kill(os.getpid(), signal.SIGTERM)
+        return next(it)
+      get_state, set_state = it.get_state, it.set_state
+    return Wrapped()
+
+  monkeypatch.setattr(pipeline, "train_iterator", signalling)
+  assert _run(cfg, tmp_path / "cut", data)["interrupted"] == signal.SIGTERM
+  monkeypatch.setattr(pipeline, "train_iterator", original)
+  _run(cfg, tmp_path / "cut", data)
+  assert _rows(tmp_path / "cut") == _rows(tmp_path / "full")
