@@ -90,6 +90,15 @@ def default_config() -> ml_collections.ConfigDict:
   d.tokenizer = ""  # path to an existing SentencePiece .model ("" trains one)
   d.tokenizer_type = "unigram"  # unigram | bpe, when training one
   d.cache_dir = ""  # where fetched data and tokenizers live ("" = default)
+  # Fine-tuning data (data.source is then a built-in task dataset or "files").
+  d.test_files = ""  # glob(s) of the test split, when source == "files"
+  d.label_column = "label"  # classification: the label column
+  d.labels = ""  # classification: comma-separated label set ("" = from the train split)
+  d.source_column = "source"  # seq2seq: input text column
+  d.target_column = "target"  # seq2seq: output text column
+  d.question_column = "question"  # QA (SQuAD schema): question column
+  d.context_column = "context"  # QA: context column
+  d.answers_column = "answers"  # QA: {"text": [...], "answer_start": [...]} column
 
   c.train = t = ml_collections.ConfigDict()
   t.batch_size = 16  # global batch, in sequences
