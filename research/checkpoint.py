@@ -69,3 +69,61 @@ def abstract_with_shardings(tree, shardings):
   """ShapeDtypeStructs carrying the target shardings: the restore target."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       tree, shardings)
+
+
+class BestParams:
+  """Model selection: the params of the best evaluation so far, in their own folder.
+
+  Its small state (best value and step, evals since, stopped) travels in the
+  main checkpoint's metadata, so a resumed run selects and stops exactly as
+  an uninterrupted one. Without a metric it does nothing.
+  """
+
+  def __init__(self, directory: str, metric: str, mode: str = "max", patience: int = 0):
+    self.metric, self.mode, self.patience = metric, mode, patience
+    self.value, self.step, self.since, self.stopped = None, None, 0, False
+    self.checkpoints = Checkpoints(directory, keep=1, async_save=False) if metric else None
+
+  def load(self, state: dict) -> None:
+    self.value, self.step = state.get("value"), state.get("step")
+    self.since, self.stopped = state.get("since", 0), state.get("stopped", False)
+
+  def state(self) -> dict:
+    return {"value": self.value, "step": self.step, "since": self.since, "stopped": self.stopped}
+
+  def update(self, step: int, results: dict, params) -> bool:
+    """Records an evaluation; saves params if best. Returns True when patience runs out."""
+    if not self.metric:
+      return False
+    if self.metric not in results:
+      raise CheckpointError(f"train.best_metric={self.metric!r} is not an eval metric; "
+                            f"have {', '.join(sorted(results))}")
+    value = float(results[self.metric])
+    better = self.value is None or (value > self.value if self.mode == "max" else value < self.value)
+    if better:
+      self.value, self.step, self.since = value, step, 0
+      # A resumed run may re-reach a best it had saved before dying: same params.
+      if step not in self.checkpoints.manager.all_steps():
+        self.checkpoints.save(step, {"params": params}, {}, {"metric": self.metric,
+                                                             "value": value})
+    else:
+      self.since += 1
+    self.stopped = bool(self.patience) and self.since >= self.patience
+    return self.stopped
+
+  def restore(self, abstract_params):
+    """The best params (placed like `abstract_params`), or None if none were saved."""
+    step = self.checkpoints.latest_step() if self.checkpoints else None
+    if step is None:
+      return None
+    return self.checkpoints.restore(step, {"params": abstract_params})[0]["params"]
+
+  def summary(self) -> dict:
+    if not self.metric:
+      return {}
+    return {"best_metric": self.metric, "best_value": self.value, "best_step": self.step,
+            "stopped_early": self.stopped}
+
+  def close(self) -> None:
+    if self.checkpoints:
+      self.checkpoints.close()

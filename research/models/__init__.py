@@ -38,21 +38,38 @@ MODELS = {
 
 
 class ClassifierHead(nnx.Module):
-  """Pooled first-token features -> tanh dense -> class logits (BERT's pooler + head)."""
+  """Pooled features [B, D] -> tanh dense -> class logits (BERT's pooler + classifier)."""
 
   def __init__(self, width: int, num_outputs: int, *, rngs):
     self.pool = layers.dense(width, width, ("embed", "embed_out"), dtype=jnp.float32, rngs=rngs)
     self.out = layers.dense(width, num_outputs, ("embed", "classes"), dtype=jnp.float32,
                             rngs=rngs)
 
+  def __call__(self, pooled):
+    return self.out(jnp.tanh(self.pool(pooled.astype(jnp.float32))))
+
+
+class TokenHead(nnx.Module):
+  """Per-position logits [B, T, n] (e.g. answer start/end for extractive QA)."""
+
+  def __init__(self, width: int, num_outputs: int, *, rngs):
+    self.out = layers.dense(width, num_outputs, ("embed", "classes"), dtype=jnp.float32,
+                            rngs=rngs)
+
   def __call__(self, hidden):
-    return self.out(jnp.tanh(self.pool(hidden[:, 0].astype(jnp.float32))))
+    return self.out(hidden.astype(jnp.float32))
+
+
+HEADS = {"pooled": ClassifierHead, "token": TokenHead}
 
 
 class Network(nnx.Module):
-  """What a run trains: a registered backbone and the heads its objectives need."""
+  """What a run trains: a registered backbone and the heads its objectives need.
 
-  def __init__(self, model_cfg, head_sizes: dict[str, int], *, rngs: nnx.Rngs):
+  `heads` maps a head name to (kind, outputs), kind a key of HEADS.
+  """
+
+  def __init__(self, model_cfg, heads: dict[str, tuple[str, int]], *, rngs: nnx.Rngs):
     self.backbone = MODELS[model_cfg.arch](model_cfg, rngs=rngs)
-    self.heads = nnx.Dict({name: ClassifierHead(model_cfg.width, n, rngs=rngs)
-                           for name, n in sorted(head_sizes.items())})
+    self.heads = nnx.Dict({name: HEADS[kind](model_cfg.width, n, rngs=rngs)
+                           for name, (kind, n) in sorted(heads.items())})

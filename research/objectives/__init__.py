@@ -66,15 +66,16 @@ class Context(NamedTuple):
 class Objective(NamedTuple):
   """A pretraining objective (see the module docstring for the loss contract)."""
   fields: tuple[str, ...]  # batch fields the loss reads
-  examples: str  # "packed" documents, "pairs" of segments, or "any"
-  heads: dict[str, int]  # extra heads built beside the backbone: name -> outputs
+  examples: str  # "packed" documents, "pairs" of segments, "task" examples, or "any"
+  heads: dict[str, tuple]  # heads beside the backbone: name -> (kind, outputs or "labels")
   needs: str  # a key of NEEDS
   loss: Callable  # (network, batch, rng, ctx: Context) -> (loss, {name: (sum, count)})
 
 
-from research.objectives import clm, mlm, nsp, span  # noqa: E402  (they need Objective)
+from research.objectives import classify, clm, mlm, nsp, span  # noqa: E402  (need Objective)
 
 OBJECTIVES = {
+    "classify": classify.OBJECTIVE,
     "clm": clm.OBJECTIVE,
     "mlm": mlm.OBJECTIVE,
     "nsp": nsp.OBJECTIVE,
@@ -115,11 +116,15 @@ def examples(weights) -> str:
   return wanted.pop() if wanted else "packed"
 
 
-def heads(weights) -> dict[str, int]:
-  """All task heads the active objectives need."""
+def heads(weights, num_labels: int = 0) -> dict[str, tuple[str, int]]:
+  """All heads the active objectives need: name -> (kind, outputs).
+
+  An objective may size a head "labels": the task's number of labels.
+  """
   out = {}
   for name in active(weights):
-    out.update(OBJECTIVES[name].heads)
+    for head, (kind, n) in OBJECTIVES[name].heads.items():
+      out[head] = (kind, num_labels if n == "labels" else n)
   return out
 
 

@@ -16,7 +16,7 @@ def nsp_loss(network, batch, rng, ctx):
   del ctx
   hidden = network.backbone(batch["tokens"], deterministic=rng is None, rng=rng,
                             **objectives.encoder_inputs(batch))
-  logits = network.heads["nsp"](hidden).astype(jnp.float32)
+  logits = network.heads["nsp"](hidden[:, 0]).astype(jnp.float32)
   labels = batch["nsp_label"]
   valid = (batch["segment_ids"][:, 0] > 0).astype(jnp.float32)  # padding rows of eval
   loss_each = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, labels[:, None], -1)[:, 0]
@@ -29,4 +29,4 @@ def nsp_loss(network, batch, rng, ctx):
 
 OBJECTIVE = objectives.Objective(
     fields=("tokens", "segment_ids", "positions", "token_type_ids", "nsp_label"),
-    examples="pairs", heads={"nsp": 2}, needs="bidirectional", loss=nsp_loss)
+    examples="pairs", heads={"nsp": ("pooled", 2)}, needs="bidirectional", loss=nsp_loss)

@@ -1,0 +1,151 @@
+"""The transfer stage: fine-tune a pretrained backbone (or a fresh one) on a task.
+
+Fine-tuning is the same training loop as pretraining (train.train_and_evaluate)
+with the task's objective, the task's examples, and an evaluation that
+scores predictions. `cfg.init_from` says where the weights come from:
+
+  ""                a fresh network of `cfg.model` (the from-scratch baseline)
+  a Trellis workdir its latest checkpoint's backbone; the architecture and
+                    tokenizer come from that run, heads start fresh
+  "minilm-l6"       the built-in MiniLM (all-MiniLM-L6-v2), or
+  an HF folder      a BERT config.json + model.safetensors and its WordPiece tokenizer
+
+The run selects its best validation checkpoint (train.best_metric, the
+task's metric by default) and reports that checkpoint's test metrics.
+"""
+
+import json
+import os
+from typing import NamedTuple
+
+import jax
+import numpy as np
+from flax import nnx
+
+from research import config as config_lib
+from research import train
+from research.checkpoint import BestParams, Checkpoints
+from research.errors import CheckpointError, ConfigError
+from research.models import Network
+from research.tasks import TASKS
+
+# Model fields a source run fixes; the rest (dropout, dtype) stay the fine-tuning config's.
+_INHERITED = ("arch", "kind", "num_layers", "width", "num_heads", "mlp_dim", "vocab_size",
+              "max_len", "position", "norm", "mlp", "tie_embeddings", "rope_base")
+
+
+class Source(NamedTuple):
+  """Where a fine-tuning run's weights come from."""
+  model: dict  # model.* overrides from the source
+  params: dict  # flat param name -> np.ndarray (backbone, maybe pooled heads)
+  tokenizer: object  # the source's tokenizer
+  lineage: dict  # recorded in checkpoint metadata and results.json
+
+
+def _is_workdir(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(
+      os.path.join(path, "checkpoints"))
+
+
+def load_source(cfg, heads: dict) -> Source | None:
+  """The pretrained weights, tokenizer and lineage named by cfg.init_from (None: scratch)."""
+  from research import hf
+  from research.data.hf_tokenizer import load_tokenizer
+  name = cfg.init_from
+  if not name:
+    return None
+  if _is_workdir(name):
+    src_cfg, _, params, step = train.restore_params(name)
+    model = {f"model.{k}": src_cfg.model[k] for k in _INHERITED if k in src_cfg.model}
+    if cfg.model.arch != src_cfg.model.arch or cfg.model.kind != src_cfg.model.kind:
+      raise ConfigError(
+          f"init_from={name} is a {src_cfg.model.arch} {src_cfg.model.kind} but the config asks "
+          f"for model.arch={cfg.model.arch} model.kind={cfg.model.kind}")
+    backbone = {k: np.asarray(v) for k, v in params.items() if k.startswith("backbone/")}
+    lineage = {"source": os.path.abspath(name), "step": int(step),
+               "config_hash": config_lib.config_hash(src_cfg)}
+    return Source(model, backbone, load_tokenizer(name), lineage)
+  folder = hf.model_folder(name, cfg.data.cache_dir)
+  if not folder.is_dir():
+    raise CheckpointError(f"init_from={name} is neither a Trellis workdir nor a model folder")
+  model, params = hf.import_bert(folder, heads)
+  if cfg.model.arch != model["model.arch"] or cfg.model.kind != model["model.kind"]:
+    raise ConfigError(f"init_from={name} is a BERT encoder but the config asks for "
+                      f"model.arch={cfg.model.arch} model.kind={cfg.model.kind}")
+  return Source(model, params, load_tokenizer(folder), {"source": str(name), "format": "hf-bert"})
+
+
+class TaskExamples(NamedTuple):
+  """What train_and_evaluate needs from the data side, for a task."""
+  tokenizer: object
+  train: dict
+  eval: dict
+  label_names: tuple | None
+  unigram_perplexity: float | None = None
+
+
+def _tokenizer_for(cfg, splits: dict):
+  """A SentencePiece tokenizer trained on the task's train texts (from-scratch runs)."""
+  from research.data.tokenizer import load_or_train_tokenizer
+  texts = [" ".join(str(v) for k, v in e.items() if isinstance(v, str) and k != "id")
+           for e in splits["train"]]
+  return load_or_train_tokenizer(texts, cfg.data)
+
+
+def finetune(cfg, workdir: str) -> dict:
+  """Fine-tunes per `cfg` in `workdir` (resumable); returns the results.
+
+  Results hold the best validation metrics under "validation" and the test
+  metrics of the best checkpoint under "test"; also in workdir/results.json.
+  """
+  from research import objectives
+  from research.data.tasks import load_task_data
+
+  if cfg.task not in TASKS:
+    raise ConfigError(f"task={cfg.task!r} is not one of {', '.join(sorted(TASKS))}")
+  task = TASKS[cfg.task]
+  cfg = cfg.copy_and_resolve_references()
+  with cfg.unlocked():
+    cfg.objectives = config_lib.ml_collections.ConfigDict({task.objective: 1.0})
+    if not cfg.train.best_metric:
+      cfg.train.best_metric = task.metric
+  task_data = load_task_data(task.kind, cfg.data)
+  heads = objectives.heads(cfg.objectives, len(task_data.label_names or ()))
+  source = load_source(cfg, heads)
+  if source:
+    cfg.update_from_flattened_dict(source.model)
+  tokenizer = source.tokenizer if source else _tokenizer_for(cfg, task_data.splits)
+  with cfg.unlocked():
+    cfg.model.vocab_size = cfg.model.vocab_size or tokenizer.vocab_size
+  if tokenizer.vocab_size > cfg.model.vocab_size:
+    raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only "
+                      f"{cfg.model.vocab_size} embeddings")
+  cfg = train.resolve(cfg, jax.device_count())
+  train.prepare_workdir(cfg, workdir)
+  causal = nnx.eval_shape(lambda: Network(cfg.model, {}, rngs=nnx.Rngs(0))).backbone.causal
+  encoded = {split: task.encode(examples, tokenizer, cfg, causal)
+             for split, examples in task_data.splits.items()}
+  data = TaskExamples(tokenizer, encoded["train"].arrays, encoded["validation"].arrays,
+                      task_data.label_names)
+  evaluate = lambda trainer, params: task.evaluate(trainer, params, encoded["validation"],
+                                                   tokenizer, cfg)
+  results = train.train_and_evaluate(cfg, workdir, data, evaluate=evaluate,
+                                     initial_params=source.params if source else None,
+                                     lineage=source.lineage if source else None)
+  if "interrupted" in results:
+    return results
+  trainer = train.Trainer(cfg, workdir, data)
+  best = BestParams(os.path.join(workdir, "best"), cfg.train.best_metric)
+  params = best.restore(trainer.abstract_state["params"])
+  best.close()
+  if params is None:  # no evaluation ever ran: the last state
+    ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), async_save=False)
+    params = ckpts.restore(ckpts.latest_step(), trainer.abstract_state)[0]["params"]
+    ckpts.close()
+  test = task.evaluate(trainer, params, encoded["test"], tokenizer, cfg)
+  results = dict(results, test=test, task=cfg.task, data=cfg.data.source,
+                 label_names=list(task_data.label_names or ()))
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f, indent=2)
+  return results

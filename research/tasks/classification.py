@@ -1,0 +1,45 @@
+"""Sequence classification: `<cls> text <sep>` rows, scored by accuracy and macro-F1."""
+
+import numpy as np
+
+from research import metrics
+
+
+def encode_texts(tokenizer, texts: list[str], seq_len: int) -> dict:
+  """`<cls> text <sep>` rows of seq_len (texts truncated), with segment ids and positions."""
+  n = len(texts)
+  tokens = np.full((n, seq_len), tokenizer.pad_id, np.int32)
+  segments = np.zeros((n, seq_len), np.int32)
+  for i, ids in enumerate(tokenizer.encode_batch(texts)):
+    ids = [tokenizer.cls_id] + list(ids)[:seq_len - 2] + [tokenizer.sep_id]
+    tokens[i, :len(ids)] = ids
+    segments[i, :len(ids)] = 1
+  positions = np.where(segments > 0, np.arange(seq_len), 0).astype(np.int32)
+  return {"tokens": tokens, "segment_ids": segments, "positions": positions}
+
+
+def encode(examples: list[dict], tokenizer, cfg, causal: bool):
+  """Encoded rows with their `label`."""
+  from research.tasks import Encoded
+  del causal  # the objective pools by the backbone's causality
+  arrays = encode_texts(tokenizer, [e["text"] for e in examples], cfg.data.seq_len)
+  arrays["label"] = np.asarray([e["label"] for e in examples], np.int32)
+  return Encoded(arrays, examples, {})
+
+
+def predict(trainer, params, arrays: dict) -> np.ndarray:
+  """Predicted label of every row."""
+  from research.objectives.classify import class_logits
+  logits = trainer.predict(params, arrays, class_logits)
+  return np.argmax(logits, -1)
+
+
+def evaluate(trainer, params, encoded, tokenizer, cfg) -> dict:
+  """Accuracy and macro-F1 (in [0, 1]) over the split."""
+  del tokenizer
+  labels = encoded.arrays["label"]
+  predictions = predict(trainer, params, encoded.arrays)
+  num_classes = trainer.num_labels
+  return {"accuracy": metrics.accuracy(predictions, labels),
+          "macro_f1": metrics.macro_f1(predictions, labels, num_classes),
+          "examples": float(len(labels))}
