@@ -1,72 +1,261 @@
-"""Training throughput of a config: tokens/s, step time, MFU, compile time, memory.
+"""Training throughput, beside hand-written JAX and PyTorch references, in one run.
 
-  python -m experiments.benchmark --config=configs/pretrain/gpt_clm.py:small [--steps=10] [--out=bench.json]
+  python -m experiments.benchmark [--config=configs/pretrain/gpt_clm.py:small ...] \\
+      [--dtypes=float32,bfloat16] [--references=jax,torch,torch_compile] \\
+      [--steps=5] [--repeats=3] [--set=train.batch_size=32] [--out=bench.json] \\
+      [--markdown=bench.md]
 
-Times the real train step (the one `experiments.pretrain` runs, same
-shardings) on synthetic batches of the config's shape, so no data is read.
-MFU is against the float32 matmul peak measured on this machine in the same
-run (or `--config.train.peak_flops`). Prints a JSON object and writes it to --out.
+`--config` may be repeated; by default the `small` preset of every
+configs/pretrain/*.py. Each config's real train step (the one
+`experiments.pretrain` runs, same shardings) is timed on synthetic batches,
+once per compute dtype (`model.dtype`). Beside a GPT (Transformer decoder),
+in the same run, with the same batch, size and precision:
+  jax            experiments/reference/gpt_jax.py: plain jit + optax, no Trellis
+  torch          experiments/reference/gpt_torch.py, eager (`pip install -e ".[bench]"`)
+  torch_compile  the same through torch.compile
+Candidates are timed interleaved (A B C, A B C, ...), `--repeats` times, and
+medians reported, since these machines drift run to run. Ratios are Trellis'
+tokens/s over the reference's. MFU is against the matmul peak of that dtype
+measured in the same run (or `--config.train.peak_flops`).
 """
 
+import glob
 import json
+import os
 import time
 
 from absl import flags
-from ml_collections import config_flags
 
 from experiments import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config file[:preset]",
-                                          lock_config=True)
-_STEPS = flags.DEFINE_integer("steps", 10, "timed steps per repeat (after compile and warmup)")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "timed repeats; the median is reported")
-_OUT = flags.DEFINE_string("out", "", "where to write the JSON result ('' = stdout only)")
-flags.mark_flags_as_required(["config"])
+_CONFIGS = flags.DEFINE_multi_string("config", None, "config file:preset (repeatable; default: "
+                                     "the small preset of every configs/pretrain/*.py)")
+_DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "compute dtypes to time")
+_REFERENCES = flags.DEFINE_list("references", ["jax", "torch", "torch_compile"],
+                                "references timed beside GPT configs ('' for none)")
+_STEPS = flags.DEFINE_integer("steps", 5, "timed steps per repeat (after compile and warmup)")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "interleaved repeats; medians are reported")
+_OUT = flags.DEFINE_string("out", "", "where to write the JSON rows ('' = stdout only)")
+_MARKDOWN = flags.DEFINE_string("markdown", "", "where to write the markdown table")
+_SETS = flags.DEFINE_multi_string("set", [], "config change for every config, e.g. "
+                                  "--set=train.batch_size=32 (repeatable)")
 
 
-def benchmark(cfg, steps: int, repeats: int) -> dict:
-  """Measures the train step of an already-resolved config."""
+def load(spec: str, overrides: dict):
+  """A config from "file.py:preset" plus the run's --config.* overrides (dotted = value)."""
+  import importlib.util
+  from research.errors import ConfigError
+  path, _, preset = spec.partition(":")
+  if not os.path.exists(path):
+    raise ConfigError(f"--config={spec}: no such file")
+  module_spec = importlib.util.spec_from_file_location("benchmarked_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  cfg = module.get_config(preset or "small")
+  cfg.update_from_flattened_dict(overrides)
+  return cfg
+
+
+class Candidate:
+  """One thing to time: `run(n)` takes n train steps and waits for them."""
+
+  def __init__(self, name: str, dtype: str, run, compile_s: float, memory_bytes=None):
+    self.name, self.dtype, self.run = name, dtype, run
+    self.compile_s, self.memory_bytes, self.times = compile_s, memory_bytes, []
+
+
+def _compiled_bytes(compiled) -> int:
+  mem = compiled.memory_analysis()
+  return int(mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+             + mem.temp_size_in_bytes)
+
+
+def trellis_candidate(cfg, batch) -> tuple[Candidate, int]:
+  """The real Trellis step of a resolved config, and its parameter count."""
   import jax
-  import numpy as np
-  from research import throughput, train
-
+  from research import train
   trainer = train.Trainer(cfg, "", None)
-  state = trainer.init()
-  batch = throughput.synthetic_batch(cfg)
-  compile_s = trainer.compile(state, batch)
-  state, _ = trainer.step(state, batch)  # warmup
-  jax.block_until_ready(state)
-  times = []
+  box = {"state": trainer.init()}
+  compile_s = trainer.compile(box["state"], batch)
+  box["state"], _ = trainer.step(box["state"], batch)  # warmup
+
+  def run(n):
+    for _ in range(n):
+      box["state"], metrics = trainer.step(box["state"], batch)
+    jax.block_until_ready((box["state"], metrics))
+
+  run(1)
+  return (Candidate("trellis", cfg.model.dtype, run, compile_s,
+                    _compiled_bytes(trainer.compiled_step)), trainer.num_params)
+
+
+def jax_reference(cfg, tokens) -> Candidate:
+  """experiments/reference/gpt_jax.py at the config's size, batch and dtype."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from experiments.reference import gpt_jax
+  m = cfg.model
+  params = gpt_jax.init(jax.random.PRNGKey(0), vocab=m.vocab_size, width=m.width,
+                        layers=m.num_layers, mlp=m.mlp_dim or 4 * m.width)
+  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3, b1=0.9, b2=0.95))
+  step = gpt_jax.make_step(tx, m.num_heads, jnp.dtype(m.dtype))
+  box = {"state": (params, tx.init(params))}
+  start = time.perf_counter()
+  compiled = step.lower(*box["state"], tokens).compile()
+  compile_s = time.perf_counter() - start
+
+  def run(n):
+    for _ in range(n):
+      *state, loss = compiled(*box["state"], tokens)
+      box["state"] = tuple(state)
+    jax.block_until_ready(loss)
+
+  run(2)
+  return Candidate("jax", m.dtype, run, compile_s, _compiled_bytes(compiled))
+
+
+def torch_reference(cfg, tokens, compile_model: bool) -> Candidate:
+  """experiments/reference/gpt_torch.py, eager or torch.compile'd."""
+  import torch
+  from experiments.reference import gpt_torch
+  m = cfg.model
+  torch.manual_seed(0)
+  model = gpt_torch.GPT(m.vocab_size, m.width, m.num_layers, m.num_heads, m.mlp_dim or 4 * m.width)
+  step = gpt_torch.make_step(model, getattr(torch, m.dtype), compile_model)
+  batch = torch.from_numpy(tokens).long()
+  start = time.perf_counter()
+  step(batch)  # compiles, when compiling
+  compile_s = time.perf_counter() - start
+  run = lambda n: [step(batch) for _ in range(n)]
+  run(1)
+  return Candidate("torch_compile" if compile_model else "torch", m.dtype, run, compile_s)
+
+
+def candidates_for(cfg_spec: str, overrides: dict, dtypes, references) -> tuple[list, dict]:
+  """Every candidate of one config (Trellis per dtype, references beside GPTs), and facts."""
+  import jax
+  from research import throughput, train
+  out, facts = [], {}
+  for dtype in dtypes:
+    cfg = load(cfg_spec, {**overrides, "model.dtype": dtype})
+    cfg = train.resolve(cfg, jax.device_count())
+    batch = throughput.synthetic_batch(cfg)
+    candidate, num_params = trellis_candidate(cfg, batch)
+    out.append(candidate)
+    facts = {"arch": f"{cfg.model.arch}/{cfg.model.kind}", "num_params": num_params,
+             "batch_size": cfg.train.batch_size, "seq_len": cfg.data.seq_len,
+             "flops_per_token": throughput.flops_per_token(cfg, num_params),
+             "peak_flops": cfg.train.peak_flops}
+    if cfg.model.arch != "transformer" or cfg.model.kind != "decoder":
+      continue
+    if "jax" in references:
+      out.append(jax_reference(cfg, batch["tokens"]))
+    for name in ("torch", "torch_compile"):
+      if name in references:
+        try:
+          out.append(torch_reference(cfg, batch["tokens"], name == "torch_compile"))
+        except ImportError:
+          print(f"{name}: PyTorch is not installed (pip install -e '.[bench]'); skipped")
+        except Exception as e:  # torch.compile needs a C++ toolchain, absent on some hosts
+          print(f"{name} ({dtype}) failed, skipped: {str(e).strip().splitlines()[0][:200]}")
+  return out, facts
+
+
+def time_interleaved(candidates: list, steps: int, repeats: int) -> None:
   for _ in range(repeats):
-    start = time.perf_counter()
-    for _ in range(steps):
-      state, metrics = trainer.step(state, batch)
-    jax.block_until_ready((state, metrics))
-    times.append((time.perf_counter() - start) / steps)
-  step_s = float(np.median(times))
-  tokens_per_s = cfg.train.batch_size * cfg.data.seq_len / step_s
-  peak = cfg.train.peak_flops or throughput.matmul_peak_flops()
-  flops = throughput.flops_per_token(cfg, trainer.num_params) * tokens_per_s
-  return {"config": f"{cfg.model.arch}/{cfg.model.kind}", "num_params": trainer.num_params,
-          "batch_size": cfg.train.batch_size, "seq_len": cfg.data.seq_len,
-          "dtype": cfg.model.dtype, "devices": jax.device_count(),
-          "platform": jax.devices()[0].platform, "mesh": dict(trainer.mesh.shape),
-          "step_time_s": step_s, "step_times_s": times, "tokens_per_s": tokens_per_s,
-          "model_flops_per_s": flops, "peak_flops_per_s": peak, "mfu": flops / peak,
-          "compile_s": compile_s, "peak_memory_bytes": throughput.peak_memory_bytes()}
+    for c in candidates:
+      start = time.perf_counter()
+      c.run(steps)
+      c.times.append((time.perf_counter() - start) / steps)
+
+
+def rows_for(spec: str, candidates: list, facts: dict) -> list[dict]:
+  import numpy as np
+  from research import throughput
+  tokens = facts["batch_size"] * facts["seq_len"]
+  trellis = {c.dtype: c for c in candidates if c.name == "trellis"}
+  rows = []
+  for c in candidates:
+    step_s = float(np.median(c.times))
+    peak = facts["peak_flops"] or throughput.matmul_peak_flops(c.dtype)
+    tokens_per_s = tokens / step_s
+    row = {"config": spec, "arch": facts["arch"], "impl": c.name, "dtype": c.dtype,
+           "num_params": facts["num_params"], "batch_size": facts["batch_size"],
+           "seq_len": facts["seq_len"], "step_time_s": step_s, "step_times_s": c.times,
+           "tokens_per_s": tokens_per_s, "mfu": tokens_per_s * facts["flops_per_token"] / peak,
+           "matmul_peak_flops": peak, "compile_s": c.compile_s, "memory_bytes": c.memory_bytes}
+    if c.name != "trellis":
+      row["trellis_ratio"] = step_s / float(np.median(trellis[c.dtype].times))
+    rows.append(row)
+  return rows
+
+
+def markdown(rows: list[dict]) -> str:
+  """The rows as a markdown table (configs that failed are left out)."""
+  rows = [r for r in rows if "error" not in r]
+  head = ("| config | impl | dtype | params | tokens/s | step ms | MFU | compile s | "
+          "Trellis / this |\n|---|---|---|---:|---:|---:|---:|---:|---:|\n")
+  body = "".join(
+      f"| {r['config']} | {r['impl']} | {r['dtype']} | {r['num_params'] / 1e6:.2f}M | "
+      f"{r['tokens_per_s']:,.0f} | {r['step_time_s'] * 1e3:.1f} | {r['mfu']:.1%} | "
+      f"{r['compile_s']:.1f} | {r['trellis_ratio']:.2f}x |\n" if "trellis_ratio" in r else
+      f"| {r['config']} | {r['impl']} | {r['dtype']} | {r['num_params'] / 1e6:.2f}M | "
+      f"{r['tokens_per_s']:,.0f} | {r['step_time_s'] * 1e3:.1f} | {r['mfu']:.1%} | "
+      f"{r['compile_s']:.1f} | |\n" for r in rows)
+  return head + body
+
+
+def default_configs() -> list[str]:
+  return [f"{path}:small" for path in sorted(glob.glob("configs/pretrain/*.py"))
+          if not os.path.basename(path).startswith("_")]
+
+
+def parse_sets(items: list[str]) -> dict:
+  """--set=a.b=V values (JSON if they parse as JSON, else text)."""
+  from research.errors import ConfigError
+  out = {}
+  for item in items:
+    key, eq, value = item.partition("=")
+    if not eq:
+      raise ConfigError(f"--set={item!r} is not a.b=VALUE")
+    try:
+      out[key] = json.loads(value)
+    except json.JSONDecodeError:
+      out[key] = value
+  return out
 
 
 def main(argv, overrides):
-  import jax
-  from research import train
-  cfg = cli.load_config(_CONFIG, overrides)
-  cfg = train.resolve(cfg, jax.device_count())
-  result = benchmark(cfg, _STEPS.value, _REPEATS.value)
-  text = json.dumps(result, indent=2)
-  print(text)
+  del overrides  # --set carries config changes, for every config alike
+  import gc
+  sets = parse_sets(_SETS.value)
+  rows = []
+  for spec in _CONFIGS.value or default_configs():
+    print(f"{spec}: compiling and warming up ...", flush=True)
+    try:
+      candidates, facts = candidates_for(spec, sets, _DTYPES.value,
+                                         [r for r in _REFERENCES.value if r])
+    except Exception as e:  # one config that cannot run must not lose the others' figures
+      message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      print(f"{spec}: failed: {message}", flush=True)
+      rows.append({"config": spec, "error": message})
+      continue
+    time_interleaved(candidates, _STEPS.value, _REPEATS.value)
+    new = rows_for(spec, candidates, facts)
+    print(markdown(new), flush=True)
+    rows += new
+    del candidates
+    gc.collect()
+  text = json.dumps(rows, indent=2)
   if _OUT.value:
     with open(_OUT.value, "w") as f:
       f.write(text + "\n")
+  else:
+    print(text)
+  if _MARKDOWN.value:
+    with open(_MARKDOWN.value, "w") as f:
+      f.write(markdown(rows))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,25 @@ if os.environ.get("TRELLIS_CPU_DEVICES"):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_"
                              f"device_count={os.environ['TRELLIS_CPU_DEVICES']}")
 
+
+def _quiet_tpu_runtime_without_tpus() -> None:
+  """Keeps an installed but idle libtpu (the `tpu` extra) from warning at every start.
+
+  Without TPU chips, jax still tries the TPU runtime: libtpu prints warnings
+  about the missing TPU metadata, and takes a machine-wide lock that makes a
+  second process (e.g. experiments.compile_check) fail. Naming a placeholder
+  host keeps it quiet and the lock is not needed where there is no chip to
+  guard; on a TPU VM (chips present) nothing is set.
+  """
+  from jax._src import hardware_utils  # the check jax itself makes before loading libtpu
+  if hardware_utils.num_available_tpu_chips_and_device_id()[0] == 0:
+    os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5litepod-4")
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+
+
+_quiet_tpu_runtime_without_tpus()
+
 from absl import app, flags, logging  # noqa: E402
 
 from research.errors import ConfigError, TrellisError  # noqa: E402
@@ -61,8 +80,13 @@ def apply_json_overrides(cfg, overrides: dict) -> None:
       cfg[dotted] = ml_collections.ConfigDict(value)
 
 
-def run(main) -> None:
-  """Runs main(argv, json_overrides) with user errors mapped to `error: ...`, exit 2."""
+def run(main, distributed: bool = True) -> None:
+  """Runs main(argv, json_overrides) with user errors mapped to `error: ...`, exit 2.
+
+  With `distributed`, the process first joins a multi-host run if the
+  environment describes one (research/distributed.py), before main touches
+  any device.
+  """
   overrides = {}
 
   def parse(argv):
@@ -81,6 +105,9 @@ def run(main) -> None:
   def guarded(argv):
     logging.set_verbosity(logging.WARNING)
     try:
+      if distributed:
+        from research import distributed as distributed_lib
+        distributed_lib.initialize_from_env()
       return main(argv, overrides)
     except TrellisError as e:
       fail(_first_line(e))

@@ -25,7 +25,9 @@ def main(argv, overrides):
   results = train.pretrain(cfg, _WORKDIR.value)
   if "interrupted" in results:
     sys.exit(128 + results["interrupted"])
-  print(json.dumps(results, indent=2))
+  import jax
+  if jax.process_index() == 0:
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

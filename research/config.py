@@ -103,6 +103,15 @@ def default_config() -> ml_collections.ConfigDict:
   d.question_column = "question"  # QA (SQuAD schema): question column
   d.context_column = "context"  # QA: context column
   d.answers_column = "answers"  # QA: {"text": [...], "answer_start": [...]} column
+  d.doc_stride = 64  # QA: tokens between the starts of overlapping context windows
+  d.max_answer_tokens = 30  # QA: longest answer span considered at prediction
+  d.target_len = 32  # seq2seq: target tokens (source tokens: data.seq_len)
+
+  # Decoding for seq2seq evaluation (and experiments.generate's defaults).
+  c.generate = g = ml_collections.ConfigDict()
+  g.beam_size = 1  # 1: greedy; > 1: beam search
+  g.length_penalty = 0.6  # beam search: GNMT length penalty alpha (0 = none)
+  g.eval_examples = 200  # seq2seq: validation examples decoded per evaluation (0 = all)
 
   c.train = t = ml_collections.ConfigDict()
   t.batch_size = 16  # global batch, in sequences
@@ -185,6 +194,7 @@ def validate(cfg, num_devices: int) -> None:
   _check(m.width % m.num_heads == 0,
          f"model.num_heads={m.num_heads} does not divide model.width={m.width}")
   _check(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}")
+  _check(m.norm_eps > 0, f"model.norm_eps must be positive, got {m.norm_eps}")
   for name in ("type_vocab_size", "rnn_hidden"):
     _check(m[name] >= 0, f"model.{name} must be >= 0, got {m[name]}")
   for name in ("kernel_size", "dilation_cycle"):
@@ -211,6 +221,10 @@ def validate(cfg, num_devices: int) -> None:
   _check(d.source != "files" or d.train_files,
          "data.source=files needs data.train_files")
   _choice(d.tokenizer_type, ("unigram", "bpe"), "data.tokenizer_type")
+  _check(d.doc_stride > 0 and d.max_answer_tokens > 0 and d.target_len > 1,
+         "data.doc_stride, data.max_answer_tokens must be positive and data.target_len > 1")
+  _check(cfg.generate.beam_size >= 1, "generate.beam_size must be >= 1")
+  _check(cfg.generate.eval_examples >= 0, "generate.eval_examples must be >= 0")
 
   for name in ("steps", "batch_size", "microbatches", "log_every", "keep_checkpoints"):
     _check(t[name] > 0, f"train.{name} must be positive, got {t[name]}")

@@ -352,8 +352,9 @@ def train_and_evaluate(cfg, workdir: str, data, devices=None, *, evaluate=None,
         _check_finite(jax.device_get(pending), last_saved)
         results = evaluate(trainer, state["params"])
         log.write(step, "eval", results)
-        tqdm.write(f"step {step}: " + ", ".join(
-            f"{k} {v:.4g}" for k, v in results.items() if "/" not in k and isinstance(v, float)))
+        if is_main:
+          tqdm.write(f"step {step}: " + ", ".join(
+              f"{k} {v:.4g}" for k, v in results.items() if "/" not in k and isinstance(v, float)))
         final = best.update(step, results, state["params"]) or final
         tick = time.perf_counter()
       if (t.checkpoint_every and step % t.checkpoint_every == 0) or final or stop.received:

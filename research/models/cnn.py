@@ -42,7 +42,7 @@ class ConvBlock(nnx.Module):
     else:  # centred; an even kernel reaches one tap further right than left
       self.offsets = tuple(dilation * (j - (k - 1) // 2) for j in range(k))
     self.dtype, self.dropout, self.residual = dtype, cfg.dropout, cfg.residual
-    self.norm = layers.norm(cfg.norm, width, rngs=rngs)
+    self.norm = layers.norm(cfg.norm, width, rngs=rngs, eps=cfg.norm_eps)
     init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
                                              in_axis=(0, 1), out_axis=(2, 3))
     # [tap, in, (value, gate), out]: output channels split over the tensor axis.
@@ -93,7 +93,7 @@ class CNN(nnx.Module):
     self.blocks = nnx.List([
         ConvBlock(cfg, 2 ** (i % cfg.dilation_cycle), causal=causal, dtype=self.dtype,
                   rngs=rngs) for i in range(cfg.num_layers)])
-    self.final_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs)
+    self.final_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
     if not cfg.tie_embeddings:
       self.head = layers.dense(cfg.width, cfg.vocab_size, ("embed", "vocab"),
                                dtype=self.dtype, rngs=rngs, use_bias=False)

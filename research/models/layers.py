@@ -34,12 +34,12 @@ def dense(in_features, out_features, logical_axes, *, dtype, rngs, use_bias=True
       rngs=rngs)
 
 
-def norm(kind: str, width: int, *, rngs):
+def norm(kind: str, width: int, *, rngs, eps: float = 1e-6):
   """RMSNorm or LayerNorm, computed in float32."""
   if kind == "rmsnorm":
-    return nnx.RMSNorm(width, epsilon=1e-6, dtype=jnp.float32, scale_metadata=axes("norm"),
+    return nnx.RMSNorm(width, epsilon=eps, dtype=jnp.float32, scale_metadata=axes("norm"),
                        rngs=rngs)
-  return nnx.LayerNorm(width, epsilon=1e-6, dtype=jnp.float32, scale_metadata=axes("norm"),
+  return nnx.LayerNorm(width, epsilon=eps, dtype=jnp.float32, scale_metadata=axes("norm"),
                        bias_metadata=axes("norm"), rngs=rngs)
 
 
@@ -109,7 +109,9 @@ def vocab_logits(model, hidden):
 class MLP(nnx.Module):
   """Position-wise feed-forward: GELU, or SwiGLU (Shazeer 2020)."""
 
-  def __init__(self, width: int, hidden: int, kind: str, *, dtype, rngs):
+  def __init__(self, width: int, hidden: int, kind: str, *, dtype, rngs,
+               gelu_approximate: bool = True):
+    self.gelu_approximate = gelu_approximate
     self.kind = kind
     self.up = dense(width, hidden, ("embed", "mlp"), dtype=dtype, rngs=rngs)
     if kind == "swiglu":
@@ -119,7 +121,7 @@ class MLP(nnx.Module):
 
   def __call__(self, x):
     h = self.up(x)
-    h = jax.nn.silu(self.gate(x)) * h if self.kind == "swiglu" else jax.nn.gelu(h)
+    h = jax.nn.silu(self.gate(x)) * h if self.kind == "swiglu" else jax.nn.gelu(h, approximate=self.gelu_approximate)
     return self.down(h.astype(self.dtype)).astype(self.dtype)
 
 

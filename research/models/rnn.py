@@ -90,7 +90,7 @@ class Layer(nnx.Module):
   def __init__(self, cfg, cell: str, *, bidirectional: bool, dtype, rngs):
     hidden = cfg.rnn_hidden or cfg.width
     self.dtype, self.dropout, self.residual = dtype, cfg.dropout, cfg.residual
-    self.norm = layers.norm(cfg.norm, cfg.width, rngs=rngs)
+    self.norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
     self.forward = Cell(cell, cfg.width, hidden, dtype=dtype, rngs=rngs)
     if bidirectional:
       self.backward = Cell(cell, cfg.width, hidden, dtype=dtype, rngs=rngs)
@@ -128,7 +128,7 @@ class RNN(nnx.Module):
       self.type_embed = layers.token_types(cfg.type_vocab_size, cfg.width, rngs=rngs)
     self.blocks = nnx.List([Layer(cfg, cell, bidirectional=bidirectional, dtype=self.dtype,
                                   rngs=rngs) for _ in range(cfg.num_layers)])
-    self.final_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs)
+    self.final_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
     if not cfg.tie_embeddings:
       self.head = layers.dense(cfg.width, cfg.vocab_size, ("embed", "vocab"),
                                dtype=self.dtype, rngs=rngs, use_bias=False)

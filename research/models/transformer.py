@@ -32,15 +32,16 @@ class Block(nnx.Module):
   def __init__(self, cfg, *, dtype, rngs, cross: bool = False):
     self.dropout, self.prenorm = cfg.dropout, cfg.prenorm
     rope_base = cfg.rope_base if cfg.position == "rope" else None
-    self.attn_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs)
+    self.attn_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
     self.attn = layers.Attention(cfg.width, cfg.num_heads, dtype=dtype, rngs=rngs,
                                  rope_base=rope_base)
     if cross:
       # No rotary positions across two sequences: the source's order is in its states.
-      self.cross_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs)
+      self.cross_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
       self.cross = layers.Attention(cfg.width, cfg.num_heads, dtype=dtype, rngs=rngs)
-    self.mlp_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs)
+    self.mlp_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
     self.mlp = layers.MLP(cfg.width, cfg.mlp_dim or 4 * cfg.width, cfg.mlp, dtype=dtype,
+                          gelu_approximate=cfg.gelu_approximate,
                           rngs=rngs)
 
   def _input(self, norm, x):
@@ -114,7 +115,7 @@ class Transformer(_Embedded):
     self._init_embeddings(cfg, rngs, token_types=not causal)
     self.blocks = nnx.List([Block(cfg, dtype=self.dtype, rngs=rngs)
                             for _ in range(cfg.num_layers)])
-    self.final_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs)
+    self.final_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
 
   def __call__(self, tokens, *, segment_ids=None, positions=None, deterministic=True,
                rng=None, token_type_ids=None):
@@ -183,10 +184,10 @@ class EncoderDecoder(_Embedded):
     self._init_embeddings(cfg, rngs, token_types=False)
     self.encoder_blocks = nnx.List([Block(cfg, dtype=self.dtype, rngs=rngs)
                                     for _ in range(cfg.num_layers)])
-    self.encoder_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs)
+    self.encoder_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
     self.decoder_blocks = nnx.List([Block(cfg, dtype=self.dtype, rngs=rngs, cross=True)
                                     for _ in range(cfg.num_layers)])
-    self.decoder_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs)
+    self.decoder_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
 
   def encode(self, tokens, *, segment_ids=None, positions=None, deterministic=True, rng=None):
     """Encoded source [B, S, width] of source ids [B, S]."""

@@ -42,10 +42,17 @@ class Vocab(NamedTuple):
   special_ids: tuple[int, ...] = tuple(range(39))  # never masked or sampled as noise
   word_start: np.ndarray | None = None  # [size] bool: piece starts a word (whole-word MLM)
 
+  def ordinary_ids(self) -> np.ndarray:
+    """Every id that is not special: what random replacement and noise draw from."""
+    return np.setdiff1d(np.arange(self.size), np.asarray(self.special_ids)).astype(np.int32)
+
   @classmethod
   def from_tokenizer(cls, tokenizer, size: int | None = None) -> "Vocab":
-    starts = np.array([_starts_word(tokenizer.id_to_piece(i))
-                       for i in range(tokenizer.vocab_size)], bool)
+    if hasattr(tokenizer, "word_starts"):  # WordPiece knows its own ("##" continues)
+      starts = np.asarray(tokenizer.word_starts(), bool)
+    else:
+      starts = np.array([_starts_word(tokenizer.id_to_piece(i))
+                         for i in range(tokenizer.vocab_size)], bool)
     return cls(size or tokenizer.vocab_size, tokenizer.pad_id, tokenizer.bos_id,
                tokenizer.eos_id, tokenizer.mask_id, tokenizer.cls_id, tokenizer.sep_id,
                tuple(tokenizer.sentinel_ids), tuple(tokenizer.special_ids), starts)
@@ -72,13 +79,14 @@ class Objective(NamedTuple):
   loss: Callable  # (network, batch, rng, ctx: Context) -> (loss, {name: (sum, count)})
 
 
-from research.objectives import classify, clm, mlm, nsp, span  # noqa: E402  (need Objective)
+from research.objectives import classify, clm, mlm, nsp, qa, span  # noqa: E402  (need Objective)
 
 OBJECTIVES = {
     "classify": classify.OBJECTIVE,
     "clm": clm.OBJECTIVE,
     "mlm": mlm.OBJECTIVE,
     "nsp": nsp.OBJECTIVE,
+    "qa": qa.OBJECTIVE,
     "span": span.OBJECTIVE,
 }
 
@@ -148,10 +156,14 @@ def combine(weights, ctx: Context) -> Callable:
   return loss_fn
 
 
-def encoder_inputs(batch) -> dict:
-  """Keyword arguments for a backbone call from a batch (token types when present)."""
+def encoder_inputs(batch, backbone) -> dict:
+  """Keyword arguments for a backbone call from a batch.
+
+  Token types go only to backbones with a token-type table; others (decoders,
+  RNNs) read the pair from the separator token instead.
+  """
   kwargs = {"segment_ids": batch["segment_ids"], "positions": batch["positions"]}
-  if "token_type_ids" in batch:
+  if "token_type_ids" in batch and hasattr(backbone, "type_embed"):
     kwargs["token_type_ids"] = batch["token_type_ids"]
   return kwargs
 

@@ -13,7 +13,7 @@ from research import objectives
 def pooled(network, batch, rng):
   """The features [B, D] a classification head reads."""
   hidden = network.backbone(batch["tokens"], deterministic=rng is None, rng=rng,
-                            **objectives.encoder_inputs(batch))
+                            **objectives.encoder_inputs(batch, network.backbone))
   if network.backbone.causal:
     last = jnp.sum(batch["segment_ids"] > 0, axis=1) - 1
     return jnp.take_along_axis(hidden, jnp.maximum(last, 0)[:, None, None], axis=1)[:, 0]

@@ -33,8 +33,8 @@ def mask_tokens(tokens, segment_ids, rng, vocab, rate: float = 0.15, whole_word:
   chosen = choose_positions(tokens, segment_ids, choose_key, vocab, rate, whole_word)
   how = jax.random.uniform(how_key, tokens.shape)
   # Random replacements come from the ordinary (non-special) vocabulary.
-  random_tokens = jax.random.randint(random_key, tokens.shape, len(vocab.special_ids),
-                                     vocab.size)
+  ordinary = jnp.asarray(vocab.ordinary_ids())
+  random_tokens = ordinary[jax.random.randint(random_key, tokens.shape, 0, len(ordinary))]
   inputs = jnp.where(chosen & (how < 0.8), vocab.mask_id, tokens)
   inputs = jnp.where(chosen & (how >= 0.8) & (how < 0.9), random_tokens, inputs)
   return inputs.astype(tokens.dtype), chosen
@@ -51,7 +51,7 @@ def mlm_loss(network, batch, rng, ctx):
   inputs, chosen = mask_tokens(batch["tokens"], batch["segment_ids"], key, ctx.vocab,
                                options["mask_rate"], options["whole_word_mask"])
   hidden = network.backbone(inputs, deterministic=rng is None, rng=rng,
-                            **objectives.encoder_inputs(batch))
+                            **objectives.encoder_inputs(batch, network.backbone))
   logits = network.backbone.logits(hidden)
   return objectives.token_cross_entropy(logits, batch["tokens"], chosen)
 

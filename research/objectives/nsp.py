@@ -15,7 +15,7 @@ def nsp_loss(network, batch, rng, ctx):
   """Cross-entropy of the 2-way is-next classifier; metrics: loss, accuracy."""
   del ctx
   hidden = network.backbone(batch["tokens"], deterministic=rng is None, rng=rng,
-                            **objectives.encoder_inputs(batch))
+                            **objectives.encoder_inputs(batch, network.backbone))
   logits = network.heads["nsp"](hidden[:, 0]).astype(jnp.float32)
   labels = batch["nsp_label"]
   valid = (batch["segment_ids"][:, 0] > 0).astype(jnp.float32)  # padding rows of eval

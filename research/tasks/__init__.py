@@ -8,7 +8,7 @@ with research.metrics. Adding a task is one file and one line here.
 
 from typing import Callable, NamedTuple
 
-from research.tasks import classification
+from research.tasks import classification, qa
 
 
 class Task(NamedTuple):
@@ -30,4 +30,5 @@ class Encoded(NamedTuple):
 TASKS = {
     "classification": Task("classification", "classify", "accuracy", classification.encode,
                            classification.evaluate),
+    "qa": Task("qa", "qa", "f1", qa.encode, qa.evaluate),
 }

