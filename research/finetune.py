@@ -98,7 +98,7 @@ def finetune(cfg, workdir: str) -> dict:
   Results hold the best validation metrics under "validation" and the test
   metrics of the best checkpoint under "test"; also in workdir/results.json.
   """
-  from research import objectives
+  from research import hf, objectives
   from research.data.tasks import load_task_data
 
   if cfg.task not in TASKS:
@@ -122,8 +122,11 @@ def finetune(cfg, workdir: str) -> dict:
                       f"{cfg.model.vocab_size} embeddings")
   cfg = train.resolve(cfg, jax.device_count())
   train.prepare_workdir(cfg, workdir)
-  causal = nnx.eval_shape(lambda: Network(cfg.model, {}, rngs=nnx.Rngs(0))).backbone.causal
-  encoded = {split: task.encode(examples, tokenizer, cfg, causal)
+  if jax.process_index() == 0:  # the workdir is self-contained: generate/evaluate read it
+    hf.save_tokenizer(tokenizer, workdir)
+  backbone_kind = objectives.backbone_kind(
+      nnx.eval_shape(lambda: Network(cfg.model, {}, rngs=nnx.Rngs(0))).backbone)
+  encoded = {split: task.encode(examples, tokenizer, cfg, backbone_kind)
              for split, examples in task_data.splits.items()}
   data = TaskExamples(tokenizer, encoded["train"].arrays, encoded["validation"].arrays,
                       task_data.label_names)

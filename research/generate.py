@@ -35,21 +35,111 @@ def sample_token(logits, rng, temperature: float, top_k: int, top_p: float):
   return jax.random.categorical(rng, logits, axis=-1)
 
 
+def sample_loop(model, cache, first_logits, rng, max_new_tokens: int, temperature: float,
+                top_k: int, top_p: float, dtype=jnp.int32):
+  """Tokens [B, max_new_tokens]: sample, feed back through `decode_step`, repeat."""
+
+  def step(carry, key):
+    last_logits, cache = carry
+    token = sample_token(last_logits, key, temperature, top_k, top_p)
+    logits, cache = model.decode_step(token[:, None].astype(dtype), cache)
+    return (logits[:, -1], cache), token
+
+  _, tokens = jax.lax.scan(step, (first_logits, cache), jax.random.split(rng, max_new_tokens))
+  return tokens.T
+
+
+def _reorder(cache, rows):
+  """The cache with batch rows gathered by `rows` (every non-scalar leaf is batch-major)."""
+  return jax.tree.map(lambda x: x[rows] if x.ndim else x, cache)
+
+
+def beam_search(model, cache, first_logits, *, beam_size: int, max_new_tokens: int,
+                eos_id: int, length_penalty: float):
+  """Best of `beam_size` beams [B, max_new_tokens] by log-probability / GNMT length penalty.
+
+  `cache` and `first_logits` [B * beam_size, V] hold each example's state
+  repeated beam_size times (row b * beam_size + k). A finished beam only
+  extends with eos at no cost, so every beam keeps a fixed length.
+  """
+  rows, vocab = first_logits.shape
+  batch = rows // beam_size
+  log_probs = jax.nn.log_softmax(first_logits.astype(jnp.float32)).reshape(batch, beam_size, vocab)
+  scores, first = jax.lax.top_k(log_probs[:, 0], beam_size)  # the copies are identical
+  seqs = jnp.zeros((batch, beam_size, max_new_tokens), jnp.int32).at[:, :, 0].set(first)
+  finished = first == eos_id
+  eos_only = jnp.full((vocab,), -jnp.inf).at[eos_id].set(0.0)
+  base = (jnp.arange(batch) * beam_size)[:, None]
+
+  def step(carry, t):
+    cache, seqs, scores, finished = carry
+    logits, cache = model.decode_step(seqs[:, :, t - 1].reshape(rows, 1), cache)
+    log_probs = jax.nn.log_softmax(logits[:, -1].astype(jnp.float32)).reshape(
+        batch, beam_size, vocab)
+    log_probs = jnp.where(finished[..., None], eos_only, log_probs)
+    scores, index = jax.lax.top_k((scores[..., None] + log_probs).reshape(batch, -1), beam_size)
+    parent, token = index // vocab, index % vocab
+    seqs = jnp.take_along_axis(seqs, parent[..., None], axis=1).at[:, :, t].set(token)
+    finished = jnp.take_along_axis(finished, parent, axis=1) | (token == eos_id)
+    return (_reorder(cache, (base + parent).reshape(-1)), seqs, scores, finished), None
+
+  (_, seqs, scores, _), _ = jax.lax.scan(step, (cache, seqs, scores, finished),
+                                         jnp.arange(1, max_new_tokens))
+  is_eos = seqs == eos_id
+  lengths = jnp.where(is_eos.any(-1), jnp.argmax(is_eos, -1) + 1, max_new_tokens)
+  normalised = scores / ((5.0 + lengths) / 6.0) ** length_penalty
+  best = jnp.argmax(normalised, axis=1)
+  return jnp.take_along_axis(seqs, best[:, None, None], axis=1)[:, 0]
+
+
 @functools.partial(jax.jit, static_argnames=("merge", "max_new_tokens", "temperature",
                                              "top_k", "top_p"))
 def _generate(params, prompt, rng, *, merge, max_new_tokens, temperature, top_k, top_p):
   model = merge(params)
   cache = model.init_cache(prompt.shape[0], prompt.shape[1] + max_new_tokens)
   logits, cache = model.decode_step(prompt, cache)
+  return sample_loop(model, cache, logits[:, -1], rng, max_new_tokens, temperature, top_k,
+                     top_p, prompt.dtype)
 
-  def step(carry, key):
-    last_logits, cache = carry
-    token = sample_token(last_logits, key, temperature, top_k, top_p)
-    logits, cache = model.decode_step(token[:, None].astype(prompt.dtype), cache)
-    return (logits[:, -1], cache), token
 
-  _, tokens = jax.lax.scan(step, (logits[:, -1], cache), jax.random.split(rng, max_new_tokens))
-  return tokens.T
+@functools.partial(jax.jit, static_argnames=("merge", "max_new_tokens", "beam_size",
+                                             "length_penalty", "bos_id", "eos_id"))
+def _translate(params, source, source_segments, *, merge, max_new_tokens, beam_size,
+               length_penalty, bos_id, eos_id):
+  model = merge(params)
+  positions = jnp.broadcast_to(jnp.arange(source.shape[1]), source.shape)
+  encoded = model.encode(source, segment_ids=source_segments, positions=positions)
+  if beam_size > 1:
+    encoded = jnp.repeat(encoded, beam_size, axis=0)
+    source_segments = jnp.repeat(source_segments, beam_size, axis=0)
+  rows = encoded.shape[0]
+  cache = model.init_cache(rows, max_new_tokens + 1, encoded=encoded,
+                           source_segment_ids=source_segments)
+  logits, cache = model.decode_step(jnp.full((rows, 1), bos_id, jnp.int32), cache)
+  if beam_size > 1:
+    return beam_search(model, cache, logits[:, -1], beam_size=beam_size,
+                       max_new_tokens=max_new_tokens, eos_id=eos_id,
+                       length_penalty=length_penalty)
+  return sample_loop(model, cache, logits[:, -1], jax.random.PRNGKey(0), max_new_tokens, 0.0,
+                     0, 1.0)
+
+
+def translate(merge, params, source, source_segments, *, max_new_tokens: int, bos_id: int,
+              eos_id: int, beam_size: int = 1, length_penalty: float = 0.6) -> list[list[int]]:
+  """Encoder-decoder outputs for source rows [B, S] (segment_ids 0 = padding), cut after eos.
+
+  Greedy with beam_size 1, else beam search with the GNMT length penalty.
+  """
+  tokens = jax.device_get(_translate(params, jnp.asarray(source), jnp.asarray(source_segments),
+                                     merge=merge, max_new_tokens=max_new_tokens,
+                                     beam_size=beam_size, length_penalty=length_penalty,
+                                     bos_id=bos_id, eos_id=eos_id))
+  return [_cut(row, eos_id) for row in tokens.tolist()]
+
+
+def _cut(row: list[int], eos_id: int | None) -> list[int]:
+  """The tokens up to (not including) the first eos."""
+  return row[:row.index(eos_id)] if eos_id is not None and eos_id in row else row
 
 
 def generate(merge, params, prompt_ids: list[list[int]], *, max_new_tokens: int, rng,

@@ -170,6 +170,8 @@ class Trainer:
                          in_shardings=(param_shardings, self.batch_sharding))
     self.compiled_step = None
     self._predictors = {}
+    # Hashable and stable, so jitted generation loops compile once per run.
+    self.backbone_merge = lambda params: self.netdef.merge(params).backbone
 
   def init(self, initial_params: dict | None = None):
     """A fresh state; `initial_params` (name -> array, a subset) replaces those params.
@@ -421,10 +423,9 @@ def pretrain(cfg, workdir: str) -> dict:
   cfg = resolve(cfg, jax.device_count())
   prepare_workdir(cfg, workdir)
   data = pipeline.load_pretraining_data(cfg, jax.process_index(), jax.process_count())
-  if jax.process_index() == 0:
-    with open(data.tokenizer.path, "rb") as src, open(
-        os.path.join(workdir, "tokenizer.model"), "wb") as dst:
-      dst.write(src.read())
+  if jax.process_index() == 0:  # the workdir is self-contained: generate/finetune read it
+    from research import hf
+    hf.save_tokenizer(data.tokenizer, workdir)
   return train_and_evaluate(cfg, workdir, data)
 
 

@@ -79,7 +79,7 @@ class Objective(NamedTuple):
   loss: Callable  # (network, batch, rng, ctx: Context) -> (loss, {name: (sum, count)})
 
 
-from research.objectives import classify, clm, mlm, nsp, qa, span  # noqa: E402  (need Objective)
+from research.objectives import classify, clm, mlm, nsp, qa, seq2seq, span  # noqa: E402
 
 OBJECTIVES = {
     "classify": classify.OBJECTIVE,
@@ -87,6 +87,7 @@ OBJECTIVES = {
     "mlm": mlm.OBJECTIVE,
     "nsp": nsp.OBJECTIVE,
     "qa": qa.OBJECTIVE,
+    "seq2seq": seq2seq.OBJECTIVE,
     "span": span.OBJECTIVE,
 }
 

@@ -8,7 +8,7 @@ with research.metrics. Adding a task is one file and one line here.
 
 from typing import Callable, NamedTuple
 
-from research.tasks import classification, qa
+from research.tasks import classification, qa, seq2seq
 
 
 class Task(NamedTuple):
@@ -16,7 +16,7 @@ class Task(NamedTuple):
   kind: str  # the dataset kind: classification | qa | translation | summarization
   objective: str  # the OBJECTIVES entry that trains it
   metric: str  # default metric for model selection (train.best_metric)
-  encode: Callable  # (examples: list[dict], tokenizer, cfg, causal: bool) -> Encoded
+  encode: Callable  # (examples: list[dict], tokenizer, cfg, backbone_kind: str) -> Encoded
   evaluate: Callable  # (trainer, params, encoded: Encoded, tokenizer, cfg) -> {metric: float}
 
 
@@ -31,4 +31,8 @@ TASKS = {
     "classification": Task("classification", "classify", "accuracy", classification.encode,
                            classification.evaluate),
     "qa": Task("qa", "qa", "f1", qa.encode, qa.evaluate),
+    "translation": Task("translation", "seq2seq", "bleu", seq2seq.encode,
+                        seq2seq.evaluate_translation),
+    "summarization": Task("summarization", "seq2seq", "rougeL", seq2seq.encode,
+                          seq2seq.evaluate_summarization),
 }

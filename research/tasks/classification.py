@@ -18,10 +18,10 @@ def encode_texts(tokenizer, texts: list[str], seq_len: int) -> dict:
   return {"tokens": tokens, "segment_ids": segments, "positions": positions}
 
 
-def encode(examples: list[dict], tokenizer, cfg, causal: bool):
+def encode(examples: list[dict], tokenizer, cfg, backbone_kind: str):
   """Encoded rows with their `label`."""
   from research.tasks import Encoded
-  del causal  # the objective pools by the backbone's causality
+  del backbone_kind  # the objective pools by the backbone's causality
   arrays = encode_texts(tokenizer, [e["text"] for e in examples], cfg.data.seq_len)
   arrays["label"] = np.asarray([e["label"] for e in examples], np.int32)
   return Encoded(arrays, examples, {})

@@ -32,10 +32,10 @@ def _answer_tokens(offsets, start_char: int, end_char: int):
   return (inside[0], inside[-1]) if inside else (None, None)
 
 
-def encode(examples: list[dict], tokenizer, cfg, causal: bool):
+def encode(examples: list[dict], tokenizer, cfg, backbone_kind: str):
   """One row per (example, window); extra["rows"] maps rows back to examples."""
   from research.tasks import Encoded
-  del causal
+  del backbone_kind
   if not hasattr(tokenizer, "encode_with_offsets"):
     raise DataError(f"{type(tokenizer).__name__} cannot report character offsets for QA")
   seq_len, stride = cfg.data.seq_len, cfg.data.doc_stride
