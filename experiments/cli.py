@@ -113,3 +113,24 @@ def run(main, distributed: bool = True) -> None:
       fail(_first_line(e))
 
   app.run(guarded, flags_parser=parse)
+
+
+def define_run_flags():
+  """The --config and --workdir flags every training entry point takes."""
+  from ml_collections import config_flags
+  config = config_flags.DEFINE_config_file("config", None, "config file[:preset]",
+                                           lock_config=True)
+  workdir = flags.DEFINE_string("workdir", None, "run directory (created, or resumed)")
+  flags.mark_flags_as_required(["config", "workdir"])
+  return config, workdir
+
+
+def run_training(entry, config_flag, workdir_flag, overrides) -> None:
+  """entry(cfg, workdir) -> results; prints them (process 0), or exits 128+signal if interrupted."""
+  cfg = load_config(config_flag, overrides)
+  results = entry(cfg, workdir_flag.value)
+  if "interrupted" in results:
+    sys.exit(128 + results["interrupted"])
+  import jax
+  if jax.process_index() == 0:
+    print(json.dumps(results, indent=2))

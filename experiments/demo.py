@@ -1,9 +1,10 @@
 """The main job, end to end: `make demo` runs `python -m experiments.demo`.
 
 Pretrains the `small` GPT on the built-in Shakespeare (fetched and cached on
-first use), evaluates it against a unigram baseline, prints a results table
-and generated samples. Resumable: run it again and it continues (or just
-reports, if it had finished).
+first use), evaluates it against a unigram baseline, prints generated
+samples, then fine-tunes that checkpoint on MR sentence polarity and prints
+a results table. Resumable: run it again and it continues (or just reports,
+if it had finished).
 """
 
 from absl import flags
@@ -25,16 +26,33 @@ def main(argv, overrides):
   import json
   import os
 
+  from configs.finetune import mr
   from configs.pretrain import gpt_clm
-  from research import generate, train
+  from research import finetune, generate, train
 
   workdir = os.path.join(_WORKDIR.value, "gpt_clm")
   results = train.pretrain(gpt_clm.get_config(_PRESET.value), workdir)
   if "interrupted" in results:
     raise SystemExit(128 + results["interrupted"])
+  prompts = ["ROMEO.", "To be, or not to be"]
+  _, greedy = generate.generate_text(workdir, prompts, max_new_tokens=48)
+  _, sampled = generate.generate_text(workdir, prompts, max_new_tokens=48, temperature=0.8,
+                                      top_p=0.95)
+  for prompt, g, s in zip(prompts, greedy, sampled):
+    for how, text in (("greedy", g), ("sampled, temperature 0.8, top-p 0.95", s)):
+      print(f"\n--- {how} ---\n{prompt}{text}")
+
+  # Transfer: the pretrained decoder, pooled at its last token, classifies MR.
+  mr_cfg = mr.get_config(_PRESET.value)
+  mr_cfg.model.kind, mr_cfg.init_from = "decoder", workdir
+  mr_cfg.train.steps = 300
+  mr_dir = os.path.join(_WORKDIR.value, "mr")
+  mr_results = finetune.finetune(mr_cfg, mr_dir)
+  if "interrupted" in mr_results:
+    raise SystemExit(128 + mr_results["interrupted"])
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     speeds = [r["tokens_per_s"] for r in map(json.loads, f) if r["split"] == "train"]
-  print("\nPretraining: GPT (causal LM) on Shakespeare\n")
+  print("\nPretraining: GPT (causal LM) on Shakespeare; then fine-tuning on MR\n")
   print(table([
       ("parameters", f"{results['num_params']:,}"),
       ("steps", str(results["step"])),
@@ -43,15 +61,12 @@ def main(argv, overrides):
       ("unigram perplexity (same tokenizer)", f"{results['unigram_perplexity']:.1f}"),
       ("eval next-token accuracy", f"{results['accuracy']:.1%}"),
       ("train tokens/s (median)", f"{sorted(speeds)[len(speeds) // 2]:,.0f}" if speeds else "-"),
+      ("MR test accuracy (fine-tuned, best validation checkpoint)",
+       f"{mr_results['test']['accuracy']:.1%}"),
+      ("MR test macro-F1", f"{mr_results['test']['macro_f1']:.3f}"),
   ]))
-  prompts = ["ROMEO.", "To be, or not to be"]
-  _, greedy = generate.generate_text(workdir, prompts, max_new_tokens=48)
-  _, sampled = generate.generate_text(workdir, prompts, max_new_tokens=48, temperature=0.8,
-                                      top_p=0.95)
-  for prompt, g, s in zip(prompts, greedy, sampled):
-    for how, text in (("greedy", g), ("sampled, temperature 0.8, top-p 0.95", s)):
-      print(f"\n--- {how} ---\n{prompt}{text}")
-  print(f"\nEverything is in {workdir}: metrics.jsonl, tb/, checkpoints/, results.json")
+  print(f"\nEverything is in {workdir} and {mr_dir}: metrics.jsonl, tb/, checkpoints/, "
+        "results.json")
 
 
 if __name__ == "__main__":

@@ -5,29 +5,14 @@ built-in `minilm-l6`, a Hugging Face BERT folder, or "" for a fresh network.
 Running the same command on the same workdir resumes.
 """
 
-import json
-import sys
-
-from absl import flags
-from ml_collections import config_flags
-
 from experiments import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config file[:preset]",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "run directory (created, or resumed)")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = cli.define_run_flags()
 
 
 def main(argv, overrides):
   from research import finetune
-  cfg = cli.load_config(_CONFIG, overrides)
-  results = finetune.finetune(cfg, _WORKDIR.value)
-  if "interrupted" in results:
-    sys.exit(128 + results["interrupted"])
-  import jax
-  if jax.process_index() == 0:
-    print(json.dumps(results, indent=2))
+  cli.run_training(finetune.finetune, _CONFIG, _WORKDIR, overrides)
 
 
 if __name__ == "__main__":

@@ -49,14 +49,14 @@ class NetworkDef:
       for key in path[:-1]:
         node = node.setdefault(key, {})
       node[path[-1]] = params[name]
-    return nnx.merge(self.graphdef, nnx.State(nested))
+    return nnx.merge(self.graphdef, nested)
 
 
 def define_network(cfg, head_sizes: dict) -> tuple[NetworkDef, dict]:
   """The network's definition and abstract params, without allocating them."""
   abstract = nnx.eval_shape(lambda: Network(cfg.model, head_sizes, rngs=nnx.Rngs(0)))
   graphdef, state = nnx.split(abstract)
-  flat = list(state.flat_state())
+  flat = list(nnx.to_flat_state(state))
   names = tuple(_name(path) for path, _ in flat)
   axes = {n: v.get_metadata().get("axes") for n, (_, v) in zip(names, flat)}
   shapes = {n: jax.ShapeDtypeStruct(v.shape, v.dtype) for n, (_, v) in zip(names, flat)}
@@ -66,7 +66,7 @@ def define_network(cfg, head_sizes: dict) -> tuple[NetworkDef, dict]:
 def init_params(cfg, head_sizes: dict, rng) -> dict:
   """Freshly initialised params as a flat dict (call under jit)."""
   network = Network(cfg.model, head_sizes, rngs=nnx.Rngs(params=rng))
-  return {_name(p): v[...] for p, v in nnx.state(network).flat_state()}
+  return {_name(p): v[...] for p, v in nnx.to_flat_state(nnx.state(network))}
 
 
 def state_shardings(abstract_state: dict, param_shardings: dict, mesh) -> dict:

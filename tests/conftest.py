@@ -1,6 +1,7 @@
 """Eight fake CPU devices for every test, set before jax is imported."""
 
 import os
+import signal
 import sys
 import tempfile
 
@@ -57,3 +58,26 @@ def tiny_config(**overrides):
                                   "train.checkpoint_every": 6, "train.warmup_steps": 2,
                                   "train.peak_flops": 1e11, **overrides})
   return cfg
+
+
+class SignalAt:
+  """A train iterator that sends SIGTERM to this process when batch `at` is taken.
+
+  Wrapping pipeline.train_iterator with it interrupts a run at a known step,
+  so SIGTERM-then-resume can be compared with the uninterrupted run.
+  """
+
+  def __init__(self, inner, at):
+    self.inner, self.at, self.taken = inner, at, 0
+
+  def __next__(self):
+    self.taken += 1
+    if self.taken == self.at:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return next(self.inner)
+
+  def get_state(self):
+    return self.inner.get_state()
+
+  def set_state(self, state):
+    self.inner.set_state(state)

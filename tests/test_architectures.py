@@ -7,16 +7,14 @@ not vary: BERT-style encoders and the encoder-decoder's decoder side.
 
 import json
 import os
-import signal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from jax.experimental.compilation_cache import compilation_cache as xla_cache
 
-from conftest import tiny_config
+from conftest import SignalAt, tiny_config
 from research import sharding, train
 from research.config import default_config
 from research.data import pipeline
@@ -47,42 +45,6 @@ def _rows(workdir):
   return [[r["split"], r["step"], r["loss"], r.get("grad_norm")] for r in rows]
 
 
-class _SignalAt:
-  """A train iterator that sends SIGTERM to this process when batch `at` is taken."""
-
-  def __init__(self, inner, at):
-    self.inner, self.at, self.taken = inner, at, 0
-
-  def __next__(self):
-    self.taken += 1
-    if self.taken == self.at:
-      os.kill(os.getpid(), signal.SIGTERM)
-    return next(self.inner)
-
-  def get_state(self):
-    return self.inner.get_state()
-
-  def set_state(self, state):
-    self.inner.set_state(state)
-
-
-@pytest.fixture(scope="module")
-def compilation_cache(tmp_path_factory):
-  """A persistent compilation cache, so the interrupted and resumed runs reuse the full
-  run's executables (compiling dominates these tests)."""
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  old = {name: getattr(jax.config, name) for name in names}
-  for name, value in zip(names, (str(tmp_path_factory.mktemp("xla")), 0.0, 0)):
-    jax.config.update(name, value)
-  xla_cache.reset_cache()  # jax decides once whether to use a cache; ask again
-  yield
-  for name, value in old.items():
-    jax.config.update(name, value)
-  xla_cache.reset_cache()
-
-
-@pytest.mark.usefixtures("compilation_cache")
 @pytest.mark.parametrize("arch", DECODERS)
 def test_clm_on_mesh_lowers_loss_and_resumes_exactly(arch, tmp_path, synthetic_data,
                                                      monkeypatch):
@@ -94,7 +56,7 @@ def test_clm_on_mesh_lowers_loss_and_resumes_exactly(arch, tmp_path, synthetic_d
 
   original = pipeline.train_iterator
   monkeypatch.setattr(pipeline, "train_iterator",
-                      lambda *a, **k: _SignalAt(original(*a, **k), at=4))
+                      lambda *a, **k: SignalAt(original(*a, **k), at=4))
   assert _train(_config(arch), tmp_path / "cut", data)["step"] == 4
   monkeypatch.setattr(pipeline, "train_iterator", original)
   _train(_config(arch), tmp_path / "cut", data)

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, SignalAt
 from research import train
 from research.data import pipeline
 
@@ -45,19 +45,7 @@ def test_tiny_preset_learns_and_resumes_exactly(name, tmp_path, monkeypatch):
   assert last < first - 0.3, (first, last)
 
   original = pipeline.train_iterator
-
-  def signalling(*args, **kwargs):
-    it, taken = original(*args, **kwargs), [0]
-
-    class Wrapped:
-      def __next__(self):
-        taken[0] += 1
-        if taken[0] == 3:
-          os.kill(os.getpid(), signal.SIGTERM)
-        return next(it)
-      get_state, set_state = it.get_state, it.set_state
-    return Wrapped()
-
+  signalling = lambda *a, **k: SignalAt(original(*a, **k), at=3)
   monkeypatch.setattr(pipeline, "train_iterator", signalling)
   assert _run(cfg, tmp_path / "cut", data)["interrupted"] == signal.SIGTERM
   monkeypatch.setattr(pipeline, "train_iterator", original)

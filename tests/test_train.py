@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import SignalAt, tiny_config
 from research import train
 from research.data import pipeline
 
@@ -59,32 +59,13 @@ def test_params_are_sharded_by_the_rules(synthetic_data):
   assert tuple(mu.spec) == ("fsdp", "tensor")
 
 
-class _SignalAt:
-  """A train iterator that sends SIGTERM to this process when batch `at` is taken."""
-
-  def __init__(self, inner, at):
-    self.inner, self.at, self.taken = inner, at, 0
-
-  def __next__(self):
-    self.taken += 1
-    if self.taken == self.at:
-      os.kill(os.getpid(), signal.SIGTERM)
-    return next(self.inner)
-
-  def get_state(self):
-    return self.inner.get_state()
-
-  def set_state(self, state):
-    self.inner.set_state(state)
-
-
 def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path, synthetic_data, monkeypatch):
   data = synthetic_data()
   cfg = lambda: tiny_config(**{"train.log_every": 1})  # per-step rows compare per-step losses
   _train(cfg(), tmp_path / "full", data)
   original = pipeline.train_iterator
   monkeypatch.setattr(pipeline, "train_iterator",
-                      lambda *a, **k: _SignalAt(original(*a, **k), at=5))
+                      lambda *a, **k: SignalAt(original(*a, **k), at=5))
   out = _train(cfg(), tmp_path / "cut", data)
   assert out["interrupted"] == signal.SIGTERM and out["step"] == 5
   assert "5" in os.listdir(tmp_path / "cut" / "checkpoints")
