@@ -35,6 +35,12 @@ OPEN_FIELDS = ("objectives",)
 
 # Fields that must match for a checkpoint to be restored into a run.
 COMPATIBILITY_FIELDS = ("model", "data.vocab_size", "data.seq_len")
+# Model fields that change how, not what, the network computes: free to change on resume.
+EXECUTION_FIELDS = ("remat", "attention")
+
+# Head dims cuDNN flash attention takes (jax 0.10: a multiple of 8, at most 128 before
+# Hopper and 256 from Hopper on; the larger bound is checked here, cuDNN checks the rest).
+CUDNN_MAX_HEAD_DIM = 256
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -68,6 +74,11 @@ def default_config() -> ml_collections.ConfigDict:
   # Numerics that imported checkpoints fix (research/hf.py; BERT: 1e-12 and exact GELU).
   m.norm_eps = 1e-6  # epsilon of every LayerNorm/RMSNorm
   m.gelu_approximate = True  # MLP GELU: tanh approximation (GPT-2) or exact erf (BERT)
+  # Memory and speed: how the same function is computed (params and results unchanged).
+  m.remat = "none"  # none | minimal | full: recompute block activations in the backward
+  #   (minimal keeps the weight matmuls' outputs, full only each block's input)
+  m.attention = "auto"  # auto | xla | cudnn: jax.nn.dot_product_attention implementation
+  #   (cudnn: flash attention; GPU and model.dtype=bfloat16 only)
 
   # Pretraining objectives and their loss weights; 0 switches one off.
   c.objectives = ml_collections.ConfigDict({"clm": 1.0})
@@ -80,6 +91,9 @@ def default_config() -> ml_collections.ConfigDict:
   o.mean_span_length = 3.0  # span: mean corrupted span length (T5: 3)
   o.nsp_random_rate = 0.5  # nsp: share of pairs whose B is from another document
   o.label_smoothing = 0.0  # task losses: label smoothing of the targets
+  # clm/mlm/span: vocabulary cross-entropy over chunks of this many positions per row,
+  # never holding the whole [batch, length, vocab] float32 logits (0: all at once).
+  o.chunked_loss = 0
 
   c.data = d = ml_collections.ConfigDict()
   d.source = "shakespeare"  # built-in corpus name, "files", or a HF hub name
@@ -132,6 +146,7 @@ def default_config() -> ml_collections.ConfigDict:
   t.checkpoint_every = 50  # steps between checkpoints (0: only at the end)
   t.keep_checkpoints = 3  # how many recent checkpoints to keep
   t.peak_flops = 0.0  # FLOP/s for MFU; 0 measures the matmul peak here
+  t.compilation_cache = ""  # directory of JAX's persistent compilation cache ("" = off)
   # Model selection: keep the best eval checkpoint (workdir/best) by this metric.
   t.best_metric = ""  # eval metric to select on ("" = no selection, last state wins)
   t.best_mode = "max"  # max | min: whether a larger best_metric is better
@@ -177,6 +192,23 @@ def mesh_shape(cfg, num_devices: int) -> tuple[int, int, int]:
   return data, fsdp, tensor
 
 
+def _check_cudnn(cfg) -> None:
+  """What cuDNN flash attention needs that can be known before compiling."""
+  import jax  # late: the config is read before jax is set up (multi-host, test devices)
+  m = cfg.model
+  backend = jax.default_backend()
+  _check(backend == "gpu", f"model.attention=cudnn needs a GPU, but the backend is {backend}; "
+         "use auto or xla")
+  _check(m.dtype == "bfloat16", f"model.attention=cudnn needs model.dtype=bfloat16, got {m.dtype}")
+  head_dim = m.width // m.num_heads
+  _check(head_dim % 8 == 0 and head_dim <= CUDNN_MAX_HEAD_DIM,
+         f"model.attention=cudnn needs a head dim (width/num_heads) that is a multiple of 8 "
+         f"and <= {CUDNN_MAX_HEAD_DIM}, got {head_dim}")
+  # The packed-document mask reaches cuDNN as a bias, whose backward needs even lengths.
+  _check(cfg.data.seq_len % 2 == 0,
+         f"model.attention=cudnn needs an even data.seq_len, got {cfg.data.seq_len}")
+
+
 def validate(cfg, num_devices: int) -> None:
   """Raises ConfigError for the first invalid or contradictory value."""
   from research.models import MODELS  # late: models import this module
@@ -199,6 +231,10 @@ def validate(cfg, num_devices: int) -> None:
     _check(m[name] >= 0, f"model.{name} must be >= 0, got {m[name]}")
   for name in ("kernel_size", "dilation_cycle"):
     _check(m[name] > 0, f"model.{name} must be positive, got {m[name]}")
+  _choice(m.remat, ("none", "minimal", "full"), "model.remat")
+  _choice(m.attention, ("auto", "xla", "cudnn"), "model.attention")
+  if m.attention == "cudnn":
+    _check_cudnn(cfg)
 
   _check(len(cfg.objectives) > 0, "objectives is empty")
   for name, weight in cfg.objectives.items():
@@ -211,6 +247,7 @@ def validate(cfg, num_devices: int) -> None:
          f"objective_options.noise_density must be in (0, 1), got {o.noise_density}")
   _check(o.mean_span_length >= 1, "objective_options.mean_span_length must be >= 1")
   _check(0 <= o.nsp_random_rate <= 1, "objective_options.nsp_random_rate must be in [0, 1]")
+  _check(o.chunked_loss >= 0, f"objective_options.chunked_loss must be >= 0, got {o.chunked_loss}")
 
   _check(d.seq_len > 1, f"data.seq_len must be > 1, got {d.seq_len}")
   _check(d.seq_len <= m.max_len,
@@ -277,6 +314,10 @@ def check_compatible(saved: dict, cfg) -> None:
       old_value = _get(saved, field)
     except KeyError:
       old_value = None
+    if field == "model" and isinstance(old_value, dict):
+      # Execution fields may differ, or be absent from runs saved before they existed.
+      old_value = {k: v for k, v in old_value.items() if k not in EXECUTION_FIELDS}
+      new = dict(new, model={k: v for k, v in new["model"].items() if k not in EXECUTION_FIELDS})
     if old_value != _get(new, field):
       raise ConfigError(
           f"the workdir holds a different run: {field} was {json.dumps(old_value)}, "

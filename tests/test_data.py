@@ -221,6 +221,17 @@ def small_bpe_tokenizer(shakespeare, tmp_path_factory):
       shakespeare[:3], data_config(vocab_size=512, tokenizer_type="bpe", cache_dir=cache))
 
 
+def test_offsets_are_character_spans(small_tokenizer):
+  text = "Café au lait \u2014 who said THAT? \U0001F600 ok"
+  ids, offsets = small_tokenizer.encode_with_offsets(text)
+  assert ids == small_tokenizer.encode(text)
+  assert all(0 <= s < e <= len(text) for s, e in offsets)
+  # Consecutive pieces tile the text (byte pieces of one character share its span).
+  spans = sorted(set(offsets))
+  assert spans[0][0] == 0 and spans[-1][1] == len(text)
+  assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+
+
 @pytest.mark.parametrize("kind", ["small_tokenizer", "small_bpe_tokenizer"])
 def test_round_trip_keeps_code_whitespace(kind, request):
   small_tokenizer = request.getfixturevalue(kind)

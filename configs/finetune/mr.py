@@ -29,7 +29,7 @@ PRESETS = {
                               **_ENCODER),
                    task="classification", init_from="minilm-l6",
                    data=dict(source="mr", seq_len=64),
-                   train=dict(_TRAIN, batch_size=32, steps=300, lr=5e-5, eval_every=50,
+                   train=dict(_TRAIN, batch_size=32, steps=400, lr=1e-4, eval_every=50,
                               checkpoint_every=50, weight_decay=0.01)),
 }
 

@@ -86,7 +86,7 @@ class CNN(nnx.Module):
 
   def __init__(self, cfg, *, causal: bool, rngs: nnx.Rngs):
     self.causal = causal
-    self.dtype, self.dropout = layers.DTYPES[cfg.dtype], cfg.dropout
+    self.dtype, self.dropout, self.remat = layers.DTYPES[cfg.dtype], cfg.dropout, cfg.remat
     self.embed = layers.Embedder(cfg.vocab_size, cfg.width, dtype=self.dtype, rngs=rngs)
     if not causal and cfg.type_vocab_size > 0:
       self.type_embed = layers.token_types(cfg.type_vocab_size, cfg.width, rngs=rngs)
@@ -107,8 +107,10 @@ class CNN(nnx.Module):
     rngs = layers.split_rng(rng, len(self.blocks) + 1)
     x = layers.add_token_types(self, self.embed(tokens), token_type_ids)
     x = layers.dropout(x, self.dropout, rngs[-1], deterministic)
+    call = layers.remat(lambda block, x, rng: block(x, segment_ids, rng, deterministic),
+                        self.remat)
     for block, block_rng in zip(self.blocks, rngs):
-      x = block(x, segment_ids, block_rng, deterministic)
+      x = call(block, x, block_rng)
     return self.final_norm(x).astype(self.dtype)
 
   def logits(self, hidden):

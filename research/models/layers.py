@@ -17,6 +17,18 @@ from flax import nnx
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
+# model.remat: what a block keeps from its forward pass for the backward; the rest is
+# recomputed. "minimal" keeps the outputs of the weight matmuls (costly to redo, a few
+# [B, T, D] arrays) and recomputes norms, activations and the [B, H, T, T] attention
+# scores; "full" keeps only each block's input.
+REMAT_POLICIES = {
+    "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "full": jax.checkpoint_policies.nothing_saveable,
+}
+
+# model.attention -> `implementation` of jax.nn.dot_product_attention (None: JAX chooses).
+ATTENTION_IMPLEMENTATIONS = {"auto": None, "xla": "xla", "cudnn": "cudnn"}
+
 
 def axes(*names):
   """Metadata for a parameter's logical axis names."""
@@ -49,6 +61,17 @@ def dropout(x, rate: float, rng, deterministic: bool):
     return x
   keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
   return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+def remat(fn, policy: str):
+  """`fn(module, *args)` rematerialised under a REMAT_POLICIES key ("none": `fn` itself).
+
+  Gradients are those of `fn`: the backward recomputes what the policy did not save,
+  dropout included (its masks come from explicit keys).
+  """
+  if policy == "none":
+    return fn
+  return nnx.remat(fn, policy=REMAT_POLICIES[policy])
 
 
 def split_rng(rng, n: int):
@@ -156,13 +179,16 @@ class Attention(nnx.Module):
   `context` is either the context states [B, S, D] or their keys and values
   from `project_context` (computed once per source when decoding). With a
   `cache` ({"k", "v"} of [B, L, H, Dh]), the new keys and values are written
-  at `cache_index` and the queries attend to the whole cache.
+  at `cache_index` and the queries attend to the whole cache. `implementation` is a
+  key of ATTENTION_IMPLEMENTATIONS; cuDNN receives the boolean mask as an additive
+  bias (jax 0.10), so packed documents stay apart there too.
   """
 
   def __init__(self, width: int, num_heads: int, *, dtype, rngs, use_bias=True,
-               rope_base: float | None = None):
+               rope_base: float | None = None, implementation: str = "auto"):
     self.num_heads, self.head_dim, self.dtype = num_heads, width // num_heads, dtype
     self.rope_base = rope_base
+    self.implementation = ATTENTION_IMPLEMENTATIONS[implementation]
     proj = lambda: dense(width, width, ("embed", "heads"), dtype=dtype, rngs=rngs,
                          use_bias=use_bias)
     self.query, self.key, self.value = proj(), proj(), proj()
@@ -191,7 +217,8 @@ class Attention(nnx.Module):
                                               cache_index, 1)
       cache = {"k": k, "v": v}
     # Softmax in float32 keeps bfloat16 runs stable; XLA fuses the casts.
-    y = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=1.0 / math.sqrt(self.head_dim))
+    y = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=1.0 / math.sqrt(self.head_dim),
+                                     implementation=self.implementation)
     y = y.reshape(*y.shape[:-2], self.num_heads * self.head_dim).astype(self.dtype)
     return self.out(y).astype(self.dtype), cache
 

@@ -122,7 +122,7 @@ class RNN(nnx.Module):
 
   def __init__(self, cfg, cell: str, *, bidirectional: bool, rngs: nnx.Rngs):
     self.causal = not bidirectional
-    self.dtype, self.dropout = layers.DTYPES[cfg.dtype], cfg.dropout
+    self.dtype, self.dropout, self.remat = layers.DTYPES[cfg.dtype], cfg.dropout, cfg.remat
     self.embed = layers.Embedder(cfg.vocab_size, cfg.width, dtype=self.dtype, rngs=rngs)
     if bidirectional and cfg.type_vocab_size > 0:
       self.type_embed = layers.token_types(cfg.type_vocab_size, cfg.width, rngs=rngs)
@@ -143,8 +143,10 @@ class RNN(nnx.Module):
     rngs = layers.split_rng(rng, len(self.blocks) + 1)
     x = layers.add_token_types(self, self.embed(tokens), token_type_ids)
     x = layers.dropout(x, self.dropout, rngs[-1], deterministic)
+    call = layers.remat(
+        lambda block, x, rng: block(x, starts, ends, None, rng, deterministic)[0], self.remat)
     for block, block_rng in zip(self.blocks, rngs):
-      x, _ = block(x, starts, ends, None, block_rng, deterministic)
+      x = call(block, x, block_rng)
     return self.final_norm(x).astype(self.dtype)
 
   def logits(self, hidden):

@@ -4,7 +4,8 @@ Blocks are pre-norm (GPT-2, T5) or post-norm (BERT: `model.prenorm=False`);
 embeddings are tied; positions are RoPE or learned. Encoders add token-type
 embeddings (`model.type_vocab_size`). Packed rows are handled by `segment_ids`
 (tokens attend only within their segment) and `positions` (restart at every
-segment), so documents never see each other.
+segment), so documents never see each other. Training passes run each block
+under `model.remat` (layers.remat); attention goes through `model.attention`.
 """
 
 import jax.numpy as jnp
@@ -34,11 +35,12 @@ class Block(nnx.Module):
     rope_base = cfg.rope_base if cfg.position == "rope" else None
     self.attn_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
     self.attn = layers.Attention(cfg.width, cfg.num_heads, dtype=dtype, rngs=rngs,
-                                 rope_base=rope_base)
+                                 rope_base=rope_base, implementation=cfg.attention)
     if cross:
       # No rotary positions across two sequences: the source's order is in its states.
       self.cross_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
-      self.cross = layers.Attention(cfg.width, cfg.num_heads, dtype=dtype, rngs=rngs)
+      self.cross = layers.Attention(cfg.width, cfg.num_heads, dtype=dtype, rngs=rngs,
+                                    implementation=cfg.attention)
     self.mlp_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
     self.mlp = layers.MLP(cfg.width, cfg.mlp_dim or 4 * cfg.width, cfg.mlp, dtype=dtype,
                           gelu_approximate=cfg.gelu_approximate,
@@ -64,9 +66,15 @@ class Block(nnx.Module):
     return self._output(self.mlp_norm, x, h, r2, deterministic), cache
 
 
-def _run(blocks, x, mask, positions, rngs, deterministic, **context):
+def _run(blocks, x, mask, positions, rngs, deterministic, remat, **context):
+  """x through every block, each rematerialised per `remat` (model.remat)."""
+
+  def call(block, x, rng):
+    return block(x, mask, positions, rng, deterministic, **context)[0]
+
+  call = layers.remat(call, remat)
   for block, rng in zip(blocks, rngs):
-    x, _ = block(x, mask, positions, rng, deterministic, **context)
+    x = call(block, x, rng)
   return x
 
 
@@ -75,7 +83,7 @@ class _Embedded(nnx.Module):
 
   def _init_embeddings(self, cfg, rngs, token_types: bool):
     self.dtype = layers.DTYPES[cfg.dtype]
-    self.dropout, self.prenorm = cfg.dropout, cfg.prenorm
+    self.dropout, self.prenorm, self.remat = cfg.dropout, cfg.prenorm, cfg.remat
     self.embed = layers.Embedder(cfg.vocab_size, cfg.width, dtype=self.dtype, rngs=rngs)
     if cfg.position == "learned":
       self.pos_embed = nnx.Param(
@@ -125,7 +133,7 @@ class Transformer(_Embedded):
     rngs = layers.split_rng(rng, len(self.blocks) + 1)
     x = self._norm_if(False, self.final_norm, self._embed(tokens, positions, token_type_ids))
     x = layers.dropout(x, self.dropout, rngs[-1], deterministic)
-    x = _run(self.blocks, x, mask, positions, rngs, deterministic)
+    x = _run(self.blocks, x, mask, positions, rngs, deterministic, self.remat)
     return self._norm_if(True, self.final_norm, x)
 
 
@@ -196,7 +204,7 @@ class EncoderDecoder(_Embedded):
     rngs = layers.split_rng(rng, len(self.encoder_blocks) + 1)
     x = self._norm_if(False, self.encoder_norm, self._embed(tokens, positions))
     x = layers.dropout(x, self.dropout, rngs[-1], deterministic)
-    x = _run(self.encoder_blocks, x, mask, positions, rngs, deterministic)
+    x = _run(self.encoder_blocks, x, mask, positions, rngs, deterministic, self.remat)
     return self._norm_if(True, self.encoder_norm, x)
 
   def __call__(self, tokens, *, segment_ids=None, positions=None, deterministic=True,
@@ -222,8 +230,8 @@ class EncoderDecoder(_Embedded):
     rngs = layers.split_rng(rng, len(self.decoder_blocks) + 1)
     x = self._norm_if(False, self.decoder_norm, self._embed(targets, positions))
     x = layers.dropout(x, self.dropout, rngs[-1], deterministic)
-    x = _run(self.decoder_blocks, x, mask, positions, rngs, deterministic, context=encoded,
-             context_mask=cross_mask)
+    x = _run(self.decoder_blocks, x, mask, positions, rngs, deterministic, self.remat,
+             context=encoded, context_mask=cross_mask)
     return self._norm_if(True, self.decoder_norm, x)
 
   def init_cache(self, batch: int, max_len: int, *, encoded, source_segment_ids=None):

@@ -187,14 +187,50 @@ def report(sums: dict, weights) -> dict[str, float]:
   return out
 
 
-def token_cross_entropy(logits, targets, weights):
-  """Cross-entropy and accuracy over weighted positions, as metric sums."""
-  logits = logits.astype(jnp.float32)
+def _cross_entropy_sums(logits, targets, weights):
+  """(loss sum, correct sum) of float32 logits [..., V] over weighted positions."""
   log_z = jax.nn.logsumexp(logits, axis=-1)
   target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-  weights = weights.astype(jnp.float32)
   loss_sum = jnp.sum((log_z - target_logit) * weights)
-  correct = jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
-  count = jnp.sum(weights)
+  return loss_sum, jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
+
+
+def _cross_entropy_metrics(loss_sum, correct, count):
   loss = loss_sum / jnp.maximum(count, 1.0)
   return loss, {"loss": (loss_sum, count), "accuracy": (correct, count)}
+
+
+def token_cross_entropy(logits, targets, weights):
+  """Cross-entropy and accuracy over weighted positions, as metric sums."""
+  weights = weights.astype(jnp.float32)
+  loss_sum, correct = _cross_entropy_sums(logits.astype(jnp.float32), targets, weights)
+  return _cross_entropy_metrics(loss_sum, correct, jnp.sum(weights))
+
+
+def vocab_cross_entropy(logits_fn, hidden, targets, weights, chunk: int = 0):
+  """`token_cross_entropy(logits_fn(hidden), targets, weights)`, `chunk` positions at a time.
+
+  hidden [B, T, D]; targets, weights [B, T]. With `chunk` > 0
+  (objective_options.chunked_loss), positions are taken `chunk` per row at a time
+  (every row together, so the batch keeps its sharding) and only one chunk's
+  [B, chunk, V] logits exist at once: the chunk is under `jax.checkpoint`, so the
+  backward recomputes its logits instead of keeping all of them. Equal to the
+  unchunked loss up to float summation order; costs one more logits matmul.
+  """
+  if chunk <= 0:
+    return token_cross_entropy(logits_fn(hidden), targets, weights)
+  batch, length = targets.shape
+  pad = -length % chunk  # padded positions have weight 0
+  weights = weights.astype(jnp.float32)
+
+  def chunks(x):  # [B, T, ...] -> [T / chunk, B, chunk, ...]
+    x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+    return jnp.swapaxes(x.reshape(batch, -1, chunk, *x.shape[2:]), 0, 1)
+
+  @jax.checkpoint
+  def sums(args):
+    h, t, w = args
+    return _cross_entropy_sums(logits_fn(h).astype(jnp.float32), t, w)
+
+  loss_sums, correct = jax.lax.map(sums, (chunks(hidden), chunks(targets), chunks(weights)))
+  return _cross_entropy_metrics(jnp.sum(loss_sums), jnp.sum(correct), jnp.sum(weights))

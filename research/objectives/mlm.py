@@ -52,8 +52,8 @@ def mlm_loss(network, batch, rng, ctx):
                                options["mask_rate"], options["whole_word_mask"])
   hidden = network.backbone(inputs, deterministic=rng is None, rng=rng,
                             **objectives.encoder_inputs(batch, network.backbone))
-  logits = network.backbone.logits(hidden)
-  return objectives.token_cross_entropy(logits, batch["tokens"], chosen)
+  return objectives.vocab_cross_entropy(network.backbone.logits, hidden, batch["tokens"], chosen,
+                                        options["chunked_loss"])
 
 
 OBJECTIVE = objectives.Objective(fields=("tokens", "segment_ids", "positions"),

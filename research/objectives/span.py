@@ -98,7 +98,8 @@ def span_loss(network, batch, rng, ctx):
   hidden = model.decode(decoder_in, encoded, segment_ids=seg, positions=targets["positions"],
                         source_segment_ids=inputs["segment_ids"], deterministic=deterministic,
                         rng=None if deterministic else decode_key)
-  return objectives.token_cross_entropy(model.logits(hidden), targets["tokens"], seg > 0)
+  return objectives.vocab_cross_entropy(model.logits, hidden, targets["tokens"], seg > 0,
+                                        options["chunked_loss"])
 
 
 OBJECTIVE = objectives.Objective(fields=("tokens", "segment_ids", "positions"),
