@@ -5,6 +5,10 @@ dict `"backbone/blocks/0/attn/query/kernel" -> array`. The network is
 rebuilt inside jit with `nnx.merge` (functional NNX: split once, merge in the
 step). `train_step` is the one training step of Trellis; this file is the
 one place that jits it, with shardings and donation.
+
+Why ~470 lines: the state, the step, the Trainer, the loop and the run
+entry points (resolve, pretrain, restore_params) read top to bottom as the
+whole training path; splitting them would scatter one story over files.
 """
 
 import dataclasses

@@ -88,8 +88,12 @@ def test_lr_multipliers_freeze_and_decay_by_layer():
   assert all(v == 0 for k, v in f.items() if k.startswith("backbone/"))
 
 
-def test_frozen_backbone_does_not_move(tmp_path, synthetic_data):
-  """An optimizer step with freeze_backbone changes the heads and nothing else."""
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+def test_frozen_backbone_does_not_move(kind, tmp_path, synthetic_data):
+  """An optimizer step with freeze_backbone changes the heads and nothing else.
+
+  A decoder classifies from its last real token (objectives/classify.py).
+  """
   import jax
   from conftest import tiny_config
   from research import train
@@ -97,7 +101,7 @@ def test_frozen_backbone_does_not_move(tmp_path, synthetic_data):
   data = synthetic_data()
   rows = len(data.train["tokens"])
   arrays = dict(data.train, label=(data.train["tokens"][:, 0] % 2).astype(np.int32))
-  cfg = tiny_config(**{"model.kind": "encoder", "train.freeze_backbone": True, "train.warmup_steps": 0,
+  cfg = tiny_config(**{"model.kind": kind, "train.freeze_backbone": True, "train.warmup_steps": 0,
                        "train.weight_decay": 0.1}, objectives={"classify": 1.0}, task="classification")
   cfg = train.resolve(cfg, 8)
   trainer = train.Trainer(cfg, "", TaskExamples(None, arrays, arrays, ("a", "b")))
