@@ -123,6 +123,10 @@ def test_wordpiece_interface(minilm):
   assert tok.decode(ids + [tok.pad_id] * 3) == "unaffordable films"
   starts = tok.word_starts()
   assert starts[ids].tolist() == [True, False, False, False, True]
+  text = "Unaffordable films"
+  with_offsets, offsets = tok.encode_with_offsets(text)
+  assert with_offsets == ids
+  assert [text[s:e] for s, e in offsets] == ["Una", "ff", "ord", "able", "films"]
 
 
 def test_load_tokenizer_picks_the_kind(minilm, tmp_path):

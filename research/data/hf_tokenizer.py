@@ -115,6 +115,11 @@ class WordPieceTokenizer:
     """Token ids of each text (the Rust side runs them in parallel)."""
     return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
+  def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids and each token's (start, end) character span in `text` (for QA)."""
+    encoding = self._tok.encode(text, add_special_tokens=False)
+    return encoding.ids, [tuple(o) for o in encoding.offsets]
+
   def decode(self, ids) -> str:
     """The text of `ids` (a list or array), skipping padding."""
     ids = [int(i) for i in np.asarray(ids).reshape(-1) if i != self.pad_id]
