@@ -158,7 +158,13 @@ def _download(spec: PackageSpec, into: pathlib.Path) -> pathlib.Path:
          into, what)
   elif spec.kind == "deb":
     (into / "archive").mkdir()
-    _run(["apt-get", "download", f"{spec.name}={spec.version}"], into / "archive", what)
+    command = ["apt-get", "download", f"{spec.name}={spec.version}"]
+    try:
+      _run(command, into / "archive", what)
+    except DataError:
+      # A fresh machine may not have fetched Debian's package lists yet.
+      _run(["apt-get", "update", "-qq"], into, "Debian package lists (apt-get update)")
+      _run(command, into / "archive", what)
   else:
     raise DataError(f"{spec.name}: unknown package kind {spec.kind!r} (sdist, wheel or deb)")
   archives = list((into / "archive").iterdir())
