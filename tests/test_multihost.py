@@ -29,6 +29,10 @@ TIMING = ("tokens_per_s", "step_time_s", "mfu")
 
 def _run(args, env_extra=None, timeout=300):
   env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
+  # No shared compilation cache here: if one process finds its step cached
+  # and the other compiles, the first waits at the first collective and the
+  # gloo context times out after 30 s.
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
   return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True,
                         timeout=timeout, env=env)
 
