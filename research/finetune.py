@@ -132,12 +132,13 @@ def finetune(cfg, workdir: str) -> dict:
                       task_data.label_names)
   evaluate = lambda trainer, params: task.evaluate(trainer, params, encoded["validation"],
                                                    tokenizer, cfg)
+  trainer = train.Trainer(cfg, workdir, data)
   results = train.train_and_evaluate(cfg, workdir, data, evaluate=evaluate,
                                      initial_params=source.params if source else None,
-                                     lineage=source.lineage if source else None)
+                                     lineage=source.lineage if source else None,
+                                     trainer=trainer)
   if "interrupted" in results:
     return results
-  trainer = train.Trainer(cfg, workdir, data)
   best = BestParams(os.path.join(workdir, "best"), cfg.train.best_metric)
   params = best.restore(trainer.abstract_state["params"])
   best.close()

@@ -299,7 +299,7 @@ class _StopSignal:
 
 
 def train_and_evaluate(cfg, workdir: str, data, devices=None, *, evaluate=None,
-                       initial_params=None, lineage=None) -> dict:
+                       initial_params=None, lineage=None, trainer=None) -> dict:
   """Trains `cfg` in `workdir` (resuming if it holds checkpoints); returns results.
 
   `data` has `train` and `eval` example arrays (e.g. PretrainingData).
@@ -310,10 +310,11 @@ def train_and_evaluate(cfg, workdir: str, data, devices=None, *, evaluate=None,
   eval's params are kept in workdir/best and training stops after
   `train.patience` evals without improvement. Returns the final eval metrics
   (also in workdir/results.json), or {"interrupted": signum, "step"} after a
-  SIGTERM/SIGINT, having saved a checkpoint.
+  SIGTERM/SIGINT, having saved a checkpoint. A caller that evaluates after
+  training passes its own `trainer`, so nothing is built or compiled twice.
   """
   is_main = jax.process_index() == 0
-  trainer = Trainer(cfg, workdir, data, devices)
+  trainer = trainer or Trainer(cfg, workdir, data, devices)
   t = cfg.train
   ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints)
   best = BestParams(os.path.join(workdir, "best"), t.best_metric, t.best_mode, t.patience)

@@ -200,6 +200,29 @@ def _cross_entropy_metrics(loss_sum, correct, count):
   return loss, {"loss": (loss_sum, count), "accuracy": (correct, count)}
 
 
+def smoothed_cross_entropy(logits, labels, smoothing: float = 0.0):
+  """Cross-entropy per position [...] of logits [..., V] against labels [...].
+
+  The target puts 1 - smoothing on the label and smoothing spread uniformly.
+  """
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+  nll = -jnp.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
+  return (1.0 - smoothing) * nll - smoothing * jnp.mean(log_probs, -1)
+
+
+def row_cross_entropy(logits, labels, valid, smoothing: float = 0.0):
+  """One label per row (classification, NSP): mean loss and (sum, count) metrics.
+
+  `valid` [B] is False on the padding rows that fill an eval batch.
+  """
+  valid = valid.astype(jnp.float32)
+  count = jnp.sum(valid)
+  loss_sum = jnp.sum(smoothed_cross_entropy(logits, labels, smoothing) * valid)
+  correct = jnp.sum((jnp.argmax(logits, -1) == labels) * valid)
+  return loss_sum / jnp.maximum(count, 1.0), {"loss": (loss_sum, count),
+                                               "accuracy": (correct, count)}
+
+
 def token_cross_entropy(logits, targets, weights):
   """Cross-entropy and accuracy over weighted positions, as metric sums."""
   weights = weights.astype(jnp.float32)

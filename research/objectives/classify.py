@@ -4,7 +4,6 @@ Bidirectional backbones pool the first (<cls>) position; causal ones pool
 the last real token, the only one that has seen the whole text.
 """
 
-import jax
 import jax.numpy as jnp
 
 from research import objectives
@@ -25,23 +24,11 @@ def class_logits(network, batch, rng=None):
   return network.heads["classify"](pooled(network, batch, rng)).astype(jnp.float32)
 
 
-def smoothed_cross_entropy(logits, labels, smoothing: float):
-  """Per-example cross-entropy against labels smoothed toward uniform."""
-  log_probs = jax.nn.log_softmax(logits, -1)
-  nll = -jnp.take_along_axis(log_probs, labels[:, None], -1)[:, 0]
-  return (1.0 - smoothing) * nll - smoothing * jnp.mean(log_probs, -1)
-
-
 def classify_loss(network, batch, rng, ctx):
-  """Mean cross-entropy over real rows; metrics: loss, accuracy."""
-  logits = class_logits(network, batch, rng)
-  labels = batch["label"]
-  valid = (batch["segment_ids"][:, 0] > 0).astype(jnp.float32)
-  loss_each = smoothed_cross_entropy(logits, labels, ctx.options["label_smoothing"])
-  count, loss_sum = jnp.sum(valid), jnp.sum(loss_each * valid)
-  correct = jnp.sum((jnp.argmax(logits, -1) == labels) * valid)
-  return loss_sum / jnp.maximum(count, 1.0), {"loss": (loss_sum, count),
-                                               "accuracy": (correct, count)}
+  """Mean (smoothed) cross-entropy over real rows; metrics: loss, accuracy."""
+  return objectives.row_cross_entropy(class_logits(network, batch, rng), batch["label"],
+                                      batch["segment_ids"][:, 0] > 0,
+                                      ctx.options["label_smoothing"])
 
 
 OBJECTIVE = objectives.Objective(

@@ -5,7 +5,6 @@ hold the answer points both ends at <cls> (position 0), as in BERT's SQuAD
 fine-tuning.
 """
 
-import jax
 import jax.numpy as jnp
 
 from research import objectives
@@ -23,12 +22,11 @@ def span_logits(network, batch, rng=None):
 
 def qa_loss(network, batch, rng, ctx):
   """Mean of the start and end cross-entropies; metrics: loss, exact span accuracy."""
-  from research.objectives.classify import smoothed_cross_entropy
   start, end = span_logits(network, batch, rng)
   smoothing = ctx.options["label_smoothing"]
   valid = (batch["segment_ids"][:, 0] > 0).astype(jnp.float32)
-  loss_each = 0.5 * (smoothed_cross_entropy(start, batch["start_position"], smoothing)
-                     + smoothed_cross_entropy(end, batch["end_position"], smoothing))
+  loss_each = 0.5 * (objectives.smoothed_cross_entropy(start, batch["start_position"], smoothing)
+                     + objectives.smoothed_cross_entropy(end, batch["end_position"], smoothing))
   hit = ((jnp.argmax(start, -1) == batch["start_position"])
          & (jnp.argmax(end, -1) == batch["end_position"]))
   count, loss_sum = jnp.sum(valid), jnp.sum(loss_each * valid)

@@ -5,7 +5,6 @@ decoder reads `decoder_tokens` (<s> + target) and predicts `decoder_targets`
 (target + </s>) where `decoder_segment_ids` > 0.
 """
 
-import jax
 import jax.numpy as jnp
 
 from research import objectives
@@ -23,18 +22,13 @@ def seq2seq_loss(network, batch, rng, ctx):
                         positions=positions, source_segment_ids=batch["segment_ids"],
                         deterministic=deterministic, rng=rng)
   logits = model.logits(hidden)
+  targets, weights = batch["decoder_targets"], segments > 0
+  loss, metrics = objectives.token_cross_entropy(logits, targets, weights)
   smoothing = ctx.options["label_smoothing"]
-  if smoothing:
-    # Smoothing changes the loss, not what is counted as correct.
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
-    targets = batch["decoder_targets"]
-    nll = -jnp.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
-    loss_each = (1 - smoothing) * nll - smoothing * jnp.mean(log_probs, -1)
-    weights = (segments > 0).astype(jnp.float32)
-    count = jnp.sum(weights)
-    _, m = objectives.token_cross_entropy(logits, targets, segments > 0)
-    return jnp.sum(loss_each * weights) / jnp.maximum(count, 1.0), m
-  return objectives.token_cross_entropy(logits, batch["decoder_targets"], segments > 0)
+  if smoothing:  # smoothing changes the loss, not what is counted as correct
+    per_token = objectives.smoothed_cross_entropy(logits, targets, smoothing)
+    loss = jnp.sum(per_token * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+  return loss, metrics
 
 
 OBJECTIVE = objectives.Objective(
