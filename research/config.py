@@ -79,6 +79,9 @@ def default_config() -> ml_collections.ConfigDict:
   #   (minimal keeps the weight matmuls' outputs, full only each block's input)
   m.attention = "auto"  # auto | xla | cudnn: jax.nn.dot_product_attention implementation
   #   (cudnn: flash attention; GPU and model.dtype=bfloat16 only)
+  m.scan_layers = False  # Transformer: run each stack of blocks as one lax.scan over params
+  #   stacked on a leading "layers" axis, so compile time does not grow with num_layers
+  #   (same results; the params tree differs, so a run resumes only with the same value)
 
   # Pretraining objectives and their loss weights; 0 switches one off.
   c.objectives = ml_collections.ConfigDict({"clm": 1.0})
@@ -209,6 +212,12 @@ def _check_cudnn(cfg) -> None:
          f"model.attention=cudnn needs an even data.seq_len, got {cfg.data.seq_len}")
 
 
+def _check_scan_layers(cfg) -> None:
+  """model.scan_layers=True is a Transformer option (the other stacks differ per layer)."""
+  _check(cfg.model.arch == "transformer",
+         f"model.scan_layers=True needs model.arch=transformer, not {cfg.model.arch}; set it False")
+
+
 def validate(cfg, num_devices: int) -> None:
   """Raises ConfigError for the first invalid or contradictory value."""
   from research.models import MODELS  # late: models import this module
@@ -235,6 +244,10 @@ def validate(cfg, num_devices: int) -> None:
   _choice(m.attention, ("auto", "xla", "cudnn"), "model.attention")
   if m.attention == "cudnn":
     _check_cudnn(cfg)
+  _check(isinstance(m.scan_layers, bool),
+         f"model.scan_layers must be True or False, got {m.scan_layers!r}")
+  if m.scan_layers:
+    _check_scan_layers(cfg)
 
   _check(len(cfg.objectives) > 0, "objectives is empty")
   for name, weight in cfg.objectives.items():
@@ -309,15 +322,25 @@ def _get(tree: dict, dotted: str):
 def check_compatible(saved: dict, cfg) -> None:
   """Raises ConfigError if a workdir's saved config cannot resume as `cfg`."""
   new = cfg.to_dict()
+  saved_model = saved.get("model") if isinstance(saved.get("model"), dict) else {}
+  # Runs saved before model.scan_layers existed hold per-layer params.
+  old_scan = saved_model.get("scan_layers", False)
+  if old_scan != new["model"]["scan_layers"]:
+    raise ConfigError(
+        f"the workdir's checkpoints hold {'stacked' if old_scan else 'per-layer'} params "
+        f"(model.scan_layers={old_scan}); resume with --config.model.scan_layers={old_scan} "
+        "or use a new --workdir")
   for field in COMPATIBILITY_FIELDS:
     try:
       old_value = _get(saved, field)
     except KeyError:
       old_value = None
     if field == "model" and isinstance(old_value, dict):
-      # Execution fields may differ, or be absent from runs saved before they existed.
-      old_value = {k: v for k, v in old_value.items() if k not in EXECUTION_FIELDS}
-      new = dict(new, model={k: v for k, v in new["model"].items() if k not in EXECUTION_FIELDS})
+      # Execution fields may differ, or be absent from runs saved before they existed;
+      # scan_layers was compared above.
+      skip = EXECUTION_FIELDS + ("scan_layers",)
+      old_value = {k: v for k, v in old_value.items() if k not in skip}
+      new = dict(new, model={k: v for k, v in new["model"].items() if k not in skip})
     if old_value != _get(new, field):
       raise ConfigError(
           f"the workdir holds a different run: {field} was {json.dumps(old_value)}, "

@@ -47,6 +47,15 @@ def _is_workdir(path: str) -> bool:
       os.path.join(path, "checkpoints"))
 
 
+def _layer_layout(params: dict, cfg) -> dict:
+  """Transformer params per layer, or stacked when cfg.model.scan_layers (either source)."""
+  if cfg.model.arch != "transformer":
+    return params
+  from research.models import transformer
+  params = transformer.unstack_layers(params)
+  return transformer.stack_layers(params) if cfg.model.scan_layers else params
+
+
 def load_source(cfg, heads: dict) -> Source | None:
   """The pretrained weights, tokenizer and lineage named by cfg.init_from (None: scratch)."""
   from research import hf
@@ -61,14 +70,15 @@ def load_source(cfg, heads: dict) -> Source | None:
       raise ConfigError(
           f"init_from={name} is a {src_cfg.model.arch} {src_cfg.model.kind} but the config asks "
           f"for model.arch={cfg.model.arch} model.kind={cfg.model.kind}")
-    backbone = {k: np.asarray(v) for k, v in params.items() if k.startswith("backbone/")}
+    backbone = _layer_layout({k: np.asarray(v) for k, v in params.items()
+                              if k.startswith("backbone/")}, cfg)
     lineage = {"source": os.path.abspath(name), "step": int(step),
                "config_hash": config_lib.config_hash(src_cfg)}
     return Source(model, backbone, load_tokenizer(name), lineage)
   folder = hf.model_folder(name, cfg.data.cache_dir)
   if not folder.is_dir():
     raise CheckpointError(f"init_from={name} is neither a Trellis workdir nor a model folder")
-  model, params = hf.import_bert(folder, heads)
+  model, params = hf.import_bert(folder, heads, scan_layers=cfg.model.scan_layers)
   if cfg.model.arch != model["model.arch"] or cfg.model.kind != model["model.kind"]:
     raise ConfigError(f"init_from={name} is a BERT encoder but the config asks for "
                       f"model.arch={cfg.model.arch} model.kind={cfg.model.kind}")

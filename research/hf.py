@@ -19,6 +19,9 @@ BERT maps onto the Trellis Transformer encoder with post-LN blocks
   encoder.layer.i.output.LayerNorm    backbone/blocks/i/mlp_norm
   pooler.dense                        heads/<h>/pool of every "pooled" head
 
+A `model.scan_layers=True` encoder holds `backbone/blocks/<rest>` with layer i
+at [i] instead (models.transformer.stack_layers); both import and export.
+
 Linear weights are [out, in] in PyTorch and [in, out] here (transposed);
 LayerNorm weight/bias are scale/bias. BERT's attention mask is Trellis'
 `segment_ids` (1 for tokens, 0 for padding); both give the same states at
@@ -217,7 +220,8 @@ def _abstract_params(overrides: dict, heads: dict | None) -> dict:
   return define_network(cfg, dict(heads or {}))[1]
 
 
-def import_bert(folder, heads: dict | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+def import_bert(folder, heads: dict | None = None, *,
+                scan_layers: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
   """(model overrides, params) of a Hugging Face BERT folder, for a Trellis Network.
 
   Args:
@@ -231,11 +235,14 @@ def import_bert(folder, heads: dict | None = None) -> tuple[dict, dict[str, np.n
     `overrides`: dotted `model.*` config values (`cfg.update_from_flattened_dict`);
     `params`: flat Trellis param name -> float32 array, the backbone complete,
     heads only where the checkpoint has them (the rest start fresh).
+    With `scan_layers`, the params of a `model.scan_layers=True` encoder (layers
+    stacked), and the overrides set that field.
 
   Raises:
     CheckpointError: no config.json, not BERT, no safetensors, or tensors
       missing, unexpected, or of the wrong shape.
   """
+  from research.models import transformer  # late: jax is set up after the config is read
   folder = pathlib.Path(folder)
   overrides = bert_config_to_model(read_config(folder))
   tensors = _strip_prefix(read_safetensors(folder))
@@ -259,6 +266,9 @@ def import_bert(folder, heads: dict | None = None) -> tuple[dict, dict[str, np.n
   unused = [k for k in tensors if k not in pairs and k != "embeddings.position_ids"]
   if unused:
     print(f"trellis: {folder}: not used by this network: {_few(unused)}", file=sys.stderr)
+  if scan_layers:
+    overrides["model.scan_layers"] = True
+    params = transformer.stack_layers(params)
   return overrides, params
 
 
@@ -284,7 +294,8 @@ def export_bert(cfg, params: dict, folder, tokenizer=None, pooler_head: str | No
   Args:
     cfg: the run config (its `model` block must be BERT-shaped, see
       `model_to_bert_config`).
-    params: flat Trellis params (e.g. from `train.restore_params`).
+    params: flat Trellis params (e.g. from `train.restore_params`), per layer or
+      stacked (model.scan_layers).
     folder: created if needed; config.json and model.safetensors are written.
     tokenizer: optional; a WordPieceTokenizer writes its HF files, a Trellis
       SentencePiece Tokenizer its model as `tokenizer.model` (which
@@ -292,7 +303,9 @@ def export_bert(cfg, params: dict, folder, tokenizer=None, pooler_head: str | No
     pooler_head: a pooled head whose `pool` layer becomes BERT's pooler;
       None leaves the pooler out (transformers then initialises it afresh).
   """
-  params = {k: np.asarray(v) for k, v in params.items()}
+  from research.models import transformer  # late: jax is set up after the config is read
+  # Per-layer names, whether or not the encoder scans its layers.
+  params = transformer.unstack_layers({k: np.asarray(v) for k, v in params.items()})
   pad_id = tokenizer.pad_id if tokenizer is not None else 0
   if tokenizer is not None and tokenizer.vocab_size > cfg.model.vocab_size:
     raise CheckpointError(f"the tokenizer has {tokenizer.vocab_size} pieces but the model "

@@ -2,9 +2,12 @@
 
 import re
 
-import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+
+# A param stacked over layers (model.scan_layers): "…/blocks/<rest>" with no layer number.
+_STACKED = re.compile(r"(?:^|/)(?:blocks|encoder_blocks|decoder_blocks)/\D")
 
 
 def make_schedule(t) -> optax.Schedule:
@@ -23,9 +26,18 @@ def make_schedule(t) -> optax.Schedule:
                               [t.warmup_steps])
 
 
-def decay_mask(params):
-  """Weight decay on matrices only: never on biases, norm scales or other vectors."""
-  return jax.tree.map(lambda p: p.ndim >= 2, params)
+def is_stacked(name: str) -> bool:
+  """Whether a flat param name is a layer-stacked param (leading axis = layer)."""
+  return _STACKED.search(name) is not None
+
+
+def decay_mask(params: dict) -> dict:
+  """Weight decay on matrices only: never on biases, norm scales or other vectors.
+
+  A stacked param's leading layer axis does not count: a stack of scales is
+  [L, D], still a vector per layer.
+  """
+  return {name: p.ndim - is_stacked(name) >= 2 for name, p in params.items()}
 
 
 def layer_index(name: str) -> int | None:
@@ -40,10 +52,11 @@ def layer_index(name: str) -> int | None:
   return -1 if "embed" in name else None
 
 
-def lr_multipliers(t, names, num_layers: int) -> dict[str, float]:
+def lr_multipliers(t, names, num_layers: int) -> dict[str, float | np.ndarray]:
   """Per-parameter lr factors for transfer: freezing, layer-wise decay, head lr.
 
   0 freezes a parameter (its AdamW update, weight decay included, is zeroed).
+  A layer-stacked param gets one factor per layer (an [L] array).
   """
   out = {}
   for name in names:
@@ -51,18 +64,26 @@ def lr_multipliers(t, names, num_layers: int) -> dict[str, float]:
       out[name] = t.head_lr_multiplier
       continue
     index = layer_index(name)
-    depth = num_layers if index is None else index  # distance from the bottom
-    frozen = t.freeze_backbone or (t.freeze_layers and depth < t.freeze_layers)
-    out[name] = 0.0 if frozen else t.layer_lr_decay ** (num_layers - depth)
+    if is_stacked(name):
+      depth = np.arange(num_layers)
+    else:
+      depth = np.asarray(num_layers if index is None else index)  # distance from the bottom
+    frozen = t.freeze_backbone | ((t.freeze_layers > 0) & (depth < t.freeze_layers))
+    factor = np.where(frozen, 0.0, t.layer_lr_decay ** (num_layers - depth))
+    out[name] = factor if factor.ndim else float(factor)
   return out
 
 
-def scale_per_param(factors: dict[str, float]) -> optax.GradientTransformation:
-  """Multiplies each param's update by its factor (a flat dict name -> float)."""
+def scale_per_param(factors: dict) -> optax.GradientTransformation:
+  """Multiplies each param's update by its factor (a flat dict name -> float or [L] array)."""
+
+  def scale(u, factor):
+    factor = jnp.asarray(factor, u.dtype)
+    return u * factor.reshape(factor.shape + (1,) * (u.ndim - factor.ndim))
 
   def update(updates, state, params=None):
     del params
-    return {k: u * jnp.asarray(factors[k], u.dtype) for k, u in updates.items()}, state
+    return {k: scale(u, factors[k]) for k, u in updates.items()}, state
 
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
@@ -73,6 +94,6 @@ def make_optimizer(t, names=(), num_layers: int = 0) -> optax.GradientTransforma
   parts.append(optax.adamw(make_schedule(t), b1=t.b1, b2=t.b2, eps=t.eps,
                            weight_decay=t.weight_decay, mask=decay_mask))
   factors = lr_multipliers(t, names, num_layers)
-  if any(f != 1.0 for f in factors.values()):
+  if any(np.any(np.asarray(f) != 1.0) for f in factors.values()):
     parts.append(scale_per_param(factors))
   return optax.chain(*parts)

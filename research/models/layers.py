@@ -63,15 +63,16 @@ def dropout(x, rate: float, rng, deterministic: bool):
   return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 
-def remat(fn, policy: str):
+def remat(fn, policy: str, *, in_scan: bool = False):
   """`fn(module, *args)` rematerialised under a REMAT_POLICIES key ("none": `fn` itself).
 
   Gradients are those of `fn`: the backward recomputes what the policy did not save,
-  dropout included (its masks come from explicit keys).
+  dropout included (its masks come from explicit keys). `in_scan`: `fn` is the body
+  of a `lax.scan` (model.scan_layers), which needs no barrier against CSE.
   """
   if policy == "none":
     return fn
-  return nnx.remat(fn, policy=REMAT_POLICIES[policy])
+  return nnx.remat(fn, policy=REMAT_POLICIES[policy], prevent_cse=not in_scan)
 
 
 def split_rng(rng, n: int):

@@ -6,9 +6,20 @@ embeddings (`model.type_vocab_size`). Packed rows are handled by `segment_ids`
 (tokens attend only within their segment) and `positions` (restart at every
 segment), so documents never see each other. Training passes run each block
 under `model.remat` (layers.remat); attention goes through `model.attention`.
+
+With `model.scan_layers`, each stack of blocks is one Block whose params are
+stacked on a leading "layers" axis ("backbone/blocks/attn/query/kernel" is
+[num_layers, width, width] instead of "backbone/blocks/<i>/attn/query/kernel"),
+run by one `lax.scan`: the step compiles one block body, whatever the depth.
+Layer i draws the same initialisation keys either way, so a seed gives the
+same weights (`stack_layers` / `unstack_layers` convert flat params).
 """
 
+import re
+
+import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from research.errors import ConfigError
@@ -66,16 +77,151 @@ class Block(nnx.Module):
     return self._output(self.mlp_norm, x, h, r2, deterministic), cache
 
 
-def _run(blocks, x, mask, positions, rngs, deterministic, remat, **context):
-  """x through every block, each rematerialised per `remat` (model.remat)."""
+# The logical name of the leading axis of stacked (model.scan_layers) params.
+LAYER_AXIS = "layers"
+# Attributes holding a stack of blocks; a flat param name has the layer index after them.
+_STACKS = "blocks|encoder_blocks|decoder_blocks"
+_PER_LAYER = re.compile(rf"^((?:.*/)?(?:{_STACKS}))/(\d+)/(.+)$")
+_STACKED = re.compile(rf"^((?:.*/)?(?:{_STACKS}))/(\D.*)$")
+
+
+def _blocks(cfg, *, dtype, rngs, cross: bool = False):
+  """`cfg.num_layers` Blocks: an nnx.List, or (model.scan_layers) one stacked Block.
+
+  A stacked Block holds every layer's params on a leading LAYER_AXIS. It is
+  built by a scan that carries the params stream's count from layer to layer,
+  so layer i draws the keys it draws unscanned (the weights do not depend on
+  scan_layers) and initialisation, too, compiles one block whatever the depth.
+  """
+  if not cfg.scan_layers:
+    return nnx.List([Block(cfg, dtype=dtype, rngs=rngs, cross=cross)
+                     for _ in range(cfg.num_layers)])
+  stream, graphdefs = rngs.params, []
+
+  def build(count, _):
+    layer_rngs = nnx.Rngs(params=stream.key[...])
+    layer_rngs.params.count[...] = count
+    graphdef, state = nnx.split(Block(cfg, dtype=dtype, rngs=layer_rngs, cross=cross))
+    graphdefs.append(graphdef)
+    return layer_rngs.params.count[...], state
+
+  count, stacked = jax.lax.scan(build, stream.count[...], length=cfg.num_layers)
+  stream.count[...] = count
+
+  def add_axis(variable):
+    axes = variable.get_metadata().get("axes") or (None,) * (variable.ndim - 1)
+    return variable.replace(axes=(LAYER_AXIS, *axes))
+
+  stacked = jax.tree.map(add_axis, stacked, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  return nnx.merge(graphdefs[0], stacked)
+
+
+def _run(model, blocks, x, mask, positions, rngs, deterministic, **context):
+  """x through every block, each rematerialised per `model.remat`.
+
+  `rngs[i]` is block i's key (None: deterministic), with or without scan_layers.
+  """
+  if model.scan_layers:
+    graphdef, params = nnx.split(blocks)
+
+    def body(x, layer):
+      params, rng = layer
+      return nnx.merge(graphdef, params)(x, mask, positions, rng, deterministic, **context)[0]
+
+    body = layers.remat(body, model.remat, in_scan=True)
+    keys = None if rngs[0] is None else jnp.stack(rngs[:model.num_layers])
+    return jax.lax.scan(lambda x, layer: (body(x, layer), None), x, (params, keys))[0]
 
   def call(block, x, rng):
     return block(x, mask, positions, rng, deterministic, **context)[0]
 
-  call = layers.remat(call, remat)
+  call = layers.remat(call, model.remat)
   for block, rng in zip(blocks, rngs):
     x = call(block, x, rng)
   return x
+
+
+def _layer_slice(tree, i):
+  """Layer i of caches stacked on axis 1 ([B, L, ...]: batch-major, as beam search needs)."""
+  return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, 1, keepdims=False), tree)
+
+
+def _decode_blocks(model, blocks, x, mask, positions, cache, cross=None, cross_mask=None):
+  """x through every block of one decoding step; returns (x, the new self-attention caches).
+
+  Without scan_layers the caches (and `cross`, the cross-attention keys and
+  values) are per-layer lists; with it they are stacked on axis 1, and one
+  scan over the layers updates layer i of the carried cache in place.
+  """
+  index = cache["index"]
+  if not model.scan_layers:
+    new_layers = []
+    for i, (block, layer_cache) in enumerate(zip(blocks, cache["layers"])):
+      x, layer_cache = block(x, mask, positions, None, True, cache=layer_cache,
+                             cache_index=index, context=None if cross is None else cross[i],
+                             context_mask=cross_mask)
+      new_layers.append(layer_cache)
+    return x, new_layers
+  graphdef, params = nnx.split(blocks)
+
+  def body(carry, layer):
+    x, kv = carry
+    params, i = layer
+    x, layer_kv = nnx.merge(graphdef, params)(
+        x, mask, positions, None, True, cache=_layer_slice(kv, i), cache_index=index,
+        context=None if cross is None else _layer_slice(cross, i), context_mask=cross_mask)
+    kv = jax.tree.map(lambda a, u: jax.lax.dynamic_update_index_in_dim(a, u, i, 1), kv, layer_kv)
+    return (x, kv), None
+
+  (x, kv), _ = jax.lax.scan(body, (x, cache["layers"]),
+                            (params, jnp.arange(model.num_layers)))
+  return x, kv
+
+
+def _init_layer_caches(model, blocks, batch: int, max_len: int):
+  """Empty self-attention KV caches: a list per layer, or stacked on axis 1 (scan_layers)."""
+  if not model.scan_layers:
+    return [b.attn.init_cache(batch, max_len, model.dtype) for b in blocks]
+  one = blocks.attn.init_cache(batch, max_len, model.dtype)
+  return jax.tree.map(lambda c: jnp.zeros((batch, model.num_layers, *c.shape[1:]), c.dtype), one)
+
+
+def stack_layers(params: dict) -> dict:
+  """Flat Transformer params as `model.scan_layers=True` holds them.
+
+  "backbone/blocks/<i>/<rest>" for every layer i becomes one array
+  "backbone/blocks/<rest>" with layer i at [i] (likewise encoder_blocks and
+  decoder_blocks); other params pass through. numpy arrays stay numpy.
+  """
+  out, groups = {}, {}
+  for name, value in params.items():
+    match = _PER_LAYER.match(name)
+    if match is None:
+      out[name] = value
+    else:
+      groups.setdefault(f"{match[1]}/{match[3]}", {})[int(match[2])] = value
+  for name, per_layer in groups.items():
+    if sorted(per_layer) != list(range(len(per_layer))):
+      raise ValueError(f"{name}: layers {sorted(per_layer)} are not 0..{len(per_layer) - 1}")
+    values = [per_layer[i] for i in range(len(per_layer))]
+    out[name] = (np.stack if isinstance(values[0], np.ndarray) else jnp.stack)(values)
+  return out
+
+
+def unstack_layers(params: dict) -> dict:
+  """Flat Transformer params with one array per layer: the inverse of `stack_layers`.
+
+  Params already per layer pass through, so any Transformer's params can be given.
+  """
+  out = {}
+  for name, value in params.items():
+    match = _STACKED.match(name)
+    if match is None:
+      out[name] = value
+    else:
+      for i in range(value.shape[0]):
+        out[f"{match[1]}/{i}/{match[2]}"] = value[i]
+  return out
 
 
 class _Embedded(nnx.Module):
@@ -84,6 +230,7 @@ class _Embedded(nnx.Module):
   def _init_embeddings(self, cfg, rngs, token_types: bool):
     self.dtype = layers.DTYPES[cfg.dtype]
     self.dropout, self.prenorm, self.remat = cfg.dropout, cfg.prenorm, cfg.remat
+    self.num_layers, self.scan_layers = cfg.num_layers, cfg.scan_layers
     self.embed = layers.Embedder(cfg.vocab_size, cfg.width, dtype=self.dtype, rngs=rngs)
     if cfg.position == "learned":
       self.pos_embed = nnx.Param(
@@ -121,8 +268,7 @@ class Transformer(_Embedded):
   def __init__(self, cfg, *, causal: bool, rngs: nnx.Rngs):
     self.causal = causal
     self._init_embeddings(cfg, rngs, token_types=not causal)
-    self.blocks = nnx.List([Block(cfg, dtype=self.dtype, rngs=rngs)
-                            for _ in range(cfg.num_layers)])
+    self.blocks = _blocks(cfg, dtype=self.dtype, rngs=rngs)
     self.final_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
 
   def __call__(self, tokens, *, segment_ids=None, positions=None, deterministic=True,
@@ -130,10 +276,10 @@ class Transformer(_Embedded):
     """Hidden states [B, T, width] of token ids [B, T]."""
     segment_ids, positions = _defaults(tokens, segment_ids, positions)
     mask = layers.attention_mask(segment_ids, segment_ids, self.causal)
-    rngs = layers.split_rng(rng, len(self.blocks) + 1)
+    rngs = layers.split_rng(rng, self.num_layers + 1)
     x = self._norm_if(False, self.final_norm, self._embed(tokens, positions, token_type_ids))
     x = layers.dropout(x, self.dropout, rngs[-1], deterministic)
-    x = _run(self.blocks, x, mask, positions, rngs, deterministic, self.remat)
+    x = _run(self, self.blocks, x, mask, positions, rngs, deterministic)
     return self._norm_if(True, self.final_norm, x)
 
 
@@ -145,7 +291,7 @@ class Decoder(Transformer):
 
   def init_cache(self, batch: int, max_len: int):
     """An empty KV cache for incremental decoding of up to max_len tokens."""
-    return {"layers": [b.attn.init_cache(batch, max_len, self.dtype) for b in self.blocks],
+    return {"layers": _init_layer_caches(self, self.blocks, batch, max_len),
             "index": jnp.zeros((), jnp.int32)}
 
   def decode_step(self, tokens, cache):
@@ -156,11 +302,7 @@ class Decoder(Transformer):
     """
     x, mask, positions = _step_inputs(self, tokens, cache)
     x = self._norm_if(False, self.final_norm, x)
-    new_layers = []
-    for block, layer_cache in zip(self.blocks, cache["layers"]):
-      x, layer_cache = block(x, mask, positions, None, True, cache=layer_cache,
-                             cache_index=cache["index"])
-      new_layers.append(layer_cache)
+    x, new_layers = _decode_blocks(self, self.blocks, x, mask, positions, cache)
     logits = self.logits(self._norm_if(True, self.final_norm, x))
     return logits, {"layers": new_layers, "index": cache["index"] + tokens.shape[1]}
 
@@ -169,7 +311,7 @@ def _step_inputs(model, tokens, cache):
   """Embeddings, causal cache mask and positions of tokens [B, S] fed at cache["index"]."""
   index, steps = cache["index"], tokens.shape[1]
   positions = jnp.broadcast_to(index + jnp.arange(steps), tokens.shape)
-  max_len = cache["layers"][0]["k"].shape[1]
+  max_len = jax.tree.leaves(cache["layers"])[0].shape[-3]  # [..., max_len, heads, head_dim]
   ones_q, ones_k = jnp.ones_like(tokens), jnp.ones((tokens.shape[0], max_len), tokens.dtype)
   # Keys past the write offset are still zeros: the causal mask hides them.
   mask = layers.attention_mask(ones_q, ones_k, True, q_index=positions[0],
@@ -190,21 +332,19 @@ class EncoderDecoder(_Embedded):
   def __init__(self, cfg, *, rngs: nnx.Rngs):
     self.causal = False
     self._init_embeddings(cfg, rngs, token_types=False)
-    self.encoder_blocks = nnx.List([Block(cfg, dtype=self.dtype, rngs=rngs)
-                                    for _ in range(cfg.num_layers)])
+    self.encoder_blocks = _blocks(cfg, dtype=self.dtype, rngs=rngs)
     self.encoder_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
-    self.decoder_blocks = nnx.List([Block(cfg, dtype=self.dtype, rngs=rngs, cross=True)
-                                    for _ in range(cfg.num_layers)])
+    self.decoder_blocks = _blocks(cfg, dtype=self.dtype, rngs=rngs, cross=True)
     self.decoder_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
 
   def encode(self, tokens, *, segment_ids=None, positions=None, deterministic=True, rng=None):
     """Encoded source [B, S, width] of source ids [B, S]."""
     segment_ids, positions = _defaults(tokens, segment_ids, positions)
     mask = layers.attention_mask(segment_ids, segment_ids, False)
-    rngs = layers.split_rng(rng, len(self.encoder_blocks) + 1)
+    rngs = layers.split_rng(rng, self.num_layers + 1)
     x = self._norm_if(False, self.encoder_norm, self._embed(tokens, positions))
     x = layers.dropout(x, self.dropout, rngs[-1], deterministic)
-    x = _run(self.encoder_blocks, x, mask, positions, rngs, deterministic, self.remat)
+    x = _run(self, self.encoder_blocks, x, mask, positions, rngs, deterministic)
     return self._norm_if(True, self.encoder_norm, x)
 
   def __call__(self, tokens, *, segment_ids=None, positions=None, deterministic=True,
@@ -227,10 +367,10 @@ class EncoderDecoder(_Embedded):
       source_segment_ids = jnp.ones(encoded.shape[:2], segment_ids.dtype)
     mask = layers.attention_mask(segment_ids, segment_ids, True)
     cross_mask = layers.attention_mask(segment_ids, source_segment_ids, False)
-    rngs = layers.split_rng(rng, len(self.decoder_blocks) + 1)
+    rngs = layers.split_rng(rng, self.num_layers + 1)
     x = self._norm_if(False, self.decoder_norm, self._embed(targets, positions))
     x = layers.dropout(x, self.dropout, rngs[-1], deterministic)
-    x = _run(self.decoder_blocks, x, mask, positions, rngs, deterministic, self.remat,
+    x = _run(self, self.decoder_blocks, x, mask, positions, rngs, deterministic,
              context=encoded, context_mask=cross_mask)
     return self._norm_if(True, self.decoder_norm, x)
 
@@ -243,21 +383,22 @@ class EncoderDecoder(_Embedded):
     """
     valid = (jnp.ones(encoded.shape[:2], bool) if source_segment_ids is None
              else source_segment_ids > 0)
-    return {"layers": [b.attn.init_cache(batch, max_len, self.dtype)
-                       for b in self.decoder_blocks],
-            "cross": [b.cross.project_context(encoded) for b in self.decoder_blocks],
-            "source_mask": valid[:, None, None, :], "index": jnp.zeros((), jnp.int32)}
+    if self.scan_layers:  # every layer's keys and values at once, stacked on axis 1
+      graphdef, params = nnx.split(self.decoder_blocks)
+      cross = jax.vmap(lambda p: nnx.merge(graphdef, p).cross.project_context(encoded),
+                       out_axes=1)(params)
+    else:
+      cross = [b.cross.project_context(encoded) for b in self.decoder_blocks]
+    return {"layers": _init_layer_caches(self, self.decoder_blocks, batch, max_len),
+            "cross": cross, "source_mask": valid[:, None, None, :],
+            "index": jnp.zeros((), jnp.int32)}
 
   def decode_step(self, tokens, cache):
     """Logits for the next target tokens [B, S]; equals `logits(decode(...))` in full."""
     x, mask, positions = _step_inputs(self, tokens, cache)
     x = self._norm_if(False, self.decoder_norm, x)
-    new_layers = []
-    for block, layer_cache, kv in zip(self.decoder_blocks, cache["layers"], cache["cross"]):
-      x, layer_cache = block(x, mask, positions, None, True, cache=layer_cache,
-                             cache_index=cache["index"], context=kv,
-                             context_mask=cache["source_mask"])
-      new_layers.append(layer_cache)
+    x, new_layers = _decode_blocks(self, self.decoder_blocks, x, mask, positions, cache,
+                                   cross=cache["cross"], cross_mask=cache["source_mask"])
     logits = self.logits(self._norm_if(True, self.decoder_norm, x))
     return logits, dict(cache, layers=new_layers, index=cache["index"] + tokens.shape[1])
 
