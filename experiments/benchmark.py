@@ -8,15 +8,21 @@
 `--config` may be repeated; by default the `small` preset of every
 configs/pretrain/*.py. Each config's real train step (the one
 `experiments.pretrain` runs, same shardings) is timed on synthetic batches,
-once per compute dtype (`model.dtype`). Beside a GPT (Transformer decoder),
-in the same run, with the same batch, size and precision:
-  jax            experiments/reference/gpt_jax.py: plain jit + optax, no Trellis
-  torch          experiments/reference/gpt_torch.py, eager (`pip install -e ".[bench]"`)
+once per compute dtype (`model.dtype`). Beside a decoder of a family with
+references, in the same run, with the same batch, size and precision:
+  jax            GPT only: experiments/reference/gpt_jax.py, plain jit + optax, no Trellis
+  torch          the PyTorch model of the same architecture and size, eager
+                 (`pip install -e ".[bench]"`): experiments/reference/gpt_torch.py
+                 (arch transformer), lstm_torch.py (lstm, gru: on nn.LSTM / nn.GRU),
+                 cnn_torch.py (cnn: gated dilated nn.Conv1d)
   torch_compile  the same through torch.compile
-Candidates are timed interleaved (A B C, A B C, ...), `--repeats` times, and
-medians reported, since these machines drift run to run. Ratios are Trellis'
-tokens/s over the reference's. MFU is against the matmul peak of that dtype
-measured in the same run (or `--config.train.peak_flops`).
+bfloat16 runs the PyTorch models under autocast. A reference that fails (e.g.
+torch.compile without a C++ toolchain) gets a row saying why; PyTorch missing
+only skips them. Candidates are timed interleaved (A B C, A B C, ...),
+`--repeats` times, and medians reported, since these machines drift run to
+run. Ratios are Trellis' tokens/s over the reference's. MFU is against the
+matmul peak of that dtype measured in the same run (or
+`--config.train.peak_flops`).
 """
 
 import glob
@@ -32,7 +38,8 @@ _CONFIGS = flags.DEFINE_multi_string("config", None, "config file:preset (repeat
                                      "the small preset of every configs/pretrain/*.py)")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "compute dtypes to time")
 _REFERENCES = flags.DEFINE_list("references", ["jax", "torch", "torch_compile"],
-                                "references timed beside GPT configs ('' for none)")
+                                "references timed beside decoders of the families that have "
+                                "them (GPT, LSTM/GRU, CNN; jax: GPT only) ('' for none)")
 _STEPS = flags.DEFINE_integer("steps", 5, "timed steps per repeat (after compile and warmup)")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "interleaved repeats; medians are reported")
 _OUT = flags.DEFINE_string("out", "", "where to write the JSON rows ('' = stdout only)")
@@ -59,9 +66,19 @@ def load(spec: str, overrides: dict):
 class Candidate:
   """One thing to time: `run(n)` takes n train steps and waits for them."""
 
-  def __init__(self, name: str, dtype: str, run, compile_s: float, memory_bytes=None):
+  def __init__(self, name: str, dtype: str, run, compile_s: float, memory_bytes=None,
+               num_params=None, note=""):
     self.name, self.dtype, self.run = name, dtype, run
     self.compile_s, self.memory_bytes, self.times = compile_s, memory_bytes, []
+    self.num_params = num_params  # a PyTorch reference's own count (None: Trellis')
+    self.note = note  # a caveat the row carries (e.g. what torch.compile left eager)
+
+
+class Failed:
+  """A reference that could not run: a row saying why, never timed."""
+
+  def __init__(self, name: str, dtype: str, error: str):
+    self.name, self.dtype, self.error = name, dtype, error
 
 
 def _compiled_bytes(compiled) -> int:
@@ -115,25 +132,52 @@ def jax_reference(cfg, tokens) -> Candidate:
   return Candidate("jax", m.dtype, run, compile_s, _compiled_bytes(compiled))
 
 
-def torch_reference(cfg, tokens, compile_model: bool) -> Candidate:
-  """experiments/reference/gpt_torch.py, eager or torch.compile'd."""
+# model.arch -> the module under experiments/reference/ holding its PyTorch model.
+TORCH_REFERENCES = {"transformer": "gpt_torch", "lstm": "lstm_torch", "gru": "lstm_torch",
+                    "cnn": "cnn_torch"}
+
+
+def references_for(model_cfg, references) -> list[str]:
+  """Which of `references` exist for a model: decoders of the families above (jax: GPT)."""
+  if model_cfg.kind != "decoder" or model_cfg.arch not in TORCH_REFERENCES:
+    return []
+  return [r for r in references
+          if r in ("torch", "torch_compile") or (r == "jax" and model_cfg.arch == "transformer")]
+
+
+def torch_model(model_cfg):
+  """The PyTorch model of a Trellis `model` config (float32 params, seeded)."""
+  import importlib
   import torch
-  from experiments.reference import gpt_torch
-  m = cfg.model
+  m = model_cfg
+  module = importlib.import_module(f"experiments.reference.{TORCH_REFERENCES[m.arch]}")
   torch.manual_seed(0)
-  model = gpt_torch.GPT(m.vocab_size, m.width, m.num_layers, m.num_heads, m.mlp_dim or 4 * m.width)
-  step = gpt_torch.make_step(model, getattr(torch, m.dtype), compile_model)
+  if m.arch == "transformer":
+    return module, module.GPT(m.vocab_size, m.width, m.num_layers, m.num_heads,
+                              m.mlp_dim or 4 * m.width)
+  return module, module.from_config(m)
+
+
+def torch_reference(cfg, tokens, compile_model: bool) -> Candidate:
+  """The config's PyTorch reference, eager or torch.compile'd (with its parameter count)."""
+  import torch
+  m = cfg.model
+  module, model = torch_model(m)
+  step = module.make_step(model, getattr(torch, m.dtype), compile_model)
   batch = torch.from_numpy(tokens).long()
   start = time.perf_counter()
   step(batch)  # compiles, when compiling
   compile_s = time.perf_counter() - start
   run = lambda n: [step(batch) for _ in range(n)]
   run(1)
-  return Candidate("torch_compile" if compile_model else "torch", m.dtype, run, compile_s)
+  return Candidate("torch_compile" if compile_model else "torch", m.dtype, run, compile_s,
+                   num_params=sum(p.numel() for p in model.parameters()),
+                   note=getattr(module, "COMPILE_NOTE", "") if compile_model else "")
 
 
 def candidates_for(cfg_spec: str, overrides: dict, dtypes, references) -> tuple[list, dict]:
-  """Every candidate of one config (Trellis per dtype, references beside GPTs), and facts."""
+  """Every candidate of one config (Trellis per dtype, the references of its family beside
+  it: see references_for), and facts."""
   import jax
   from research import throughput, train
   out, facts = [], {}
@@ -147,24 +191,35 @@ def candidates_for(cfg_spec: str, overrides: dict, dtypes, references) -> tuple[
              "batch_size": cfg.train.batch_size, "seq_len": cfg.data.seq_len,
              "flops_per_token": throughput.flops_per_token(cfg, num_params),
              "peak_flops": cfg.train.peak_flops}
-    if cfg.model.arch != "transformer" or cfg.model.kind != "decoder":
-      continue
-    if "jax" in references:
+    wanted = references_for(cfg.model, references)
+    if "jax" in wanted:
       out.append(jax_reference(cfg, batch["tokens"]))
     for name in ("torch", "torch_compile"):
-      if name in references:
-        try:
-          out.append(torch_reference(cfg, batch["tokens"], name == "torch_compile"))
-        except ImportError:
-          print(f"{name}: PyTorch is not installed (pip install -e '.[bench]'); skipped")
-        except Exception as e:  # torch.compile needs a C++ toolchain, absent on some hosts
-          print(f"{name} ({dtype}) failed, skipped: {str(e).strip().splitlines()[0][:200]}")
+      if name not in wanted:
+        continue
+      try:
+        candidate = torch_reference(cfg, batch["tokens"], name == "torch_compile")
+      except ImportError:
+        print(f"{name}: PyTorch is not installed (pip install -e '.[bench]'); skipped")
+        continue
+      except Exception as e:  # torch.compile needs a C++ toolchain, absent on some hosts
+        message = type(e).__name__ + (f": {str(e).strip().splitlines()[0][:200]}"
+                                      if str(e).strip() else "")
+        print(f"{name} ({dtype}) failed, not timed: {message}", flush=True)
+        out.append(Failed(name, dtype, message))
+        continue
+      out.append(candidate)
+      if name == "torch":
+        print(f"{name} ({dtype}): {candidate.num_params:,} params, Trellis {num_params:,} "
+              f"({candidate.num_params / num_params - 1:+.2%})", flush=True)
   return out, facts
 
 
 def time_interleaved(candidates: list, steps: int, repeats: int) -> None:
   for _ in range(repeats):
     for c in candidates:
+      if isinstance(c, Failed):
+        continue
       start = time.perf_counter()
       c.run(steps)
       c.times.append((time.perf_counter() - start) / steps)
@@ -177,6 +232,10 @@ def rows_for(spec: str, candidates: list, facts: dict) -> list[dict]:
   trellis = {c.dtype: c for c in candidates if c.name == "trellis"}
   rows = []
   for c in candidates:
+    if isinstance(c, Failed):
+      rows.append({"config": spec, "arch": facts["arch"], "impl": c.name, "dtype": c.dtype,
+                   "reference_failed": c.error})
+      continue
     step_s = float(np.median(c.times))
     peak = facts["peak_flops"] or throughput.matmul_peak_flops(c.dtype)
     tokens_per_s = tokens / step_s
@@ -185,25 +244,35 @@ def rows_for(spec: str, candidates: list, facts: dict) -> list[dict]:
            "seq_len": facts["seq_len"], "step_time_s": step_s, "step_times_s": c.times,
            "tokens_per_s": tokens_per_s, "mfu": tokens_per_s * facts["flops_per_token"] / peak,
            "matmul_peak_flops": peak, "compile_s": c.compile_s, "memory_bytes": c.memory_bytes}
+    if c.num_params is not None:
+      row["reference_num_params"] = c.num_params
+    if c.note:
+      row["note"] = c.note
     if c.name != "trellis":
       row["trellis_ratio"] = step_s / float(np.median(trellis[c.dtype].times))
     rows.append(row)
   return rows
 
 
+def _markdown_row(r: dict) -> str:
+  head = f"| {r['config']} | {r['impl']} | {r['dtype']} |"
+  if "reference_failed" in r:
+    return f"{head} | | | | | failed: {r['reference_failed'].replace('|', '/')} |\n"
+  params = r.get("reference_num_params", r["num_params"])
+  ratio = f" {r['trellis_ratio']:.2f}x " if "trellis_ratio" in r else " "
+  if "note" in r:
+    ratio += f"({r['note']}) "
+  return (f"{head} {params / 1e6:.2f}M | {r['tokens_per_s']:,.0f} | "
+          f"{r['step_time_s'] * 1e3:.1f} | {r['mfu']:.1%} | {r['compile_s']:.1f} |{ratio}|\n")
+
+
 def markdown(rows: list[dict]) -> str:
-  """The rows as a markdown table (configs that failed are left out)."""
+  """The rows as a markdown table (configs that failed are left out; references that
+  failed get a row saying why). params: each implementation's own count."""
   rows = [r for r in rows if "error" not in r]
   head = ("| config | impl | dtype | params | tokens/s | step ms | MFU | compile s | "
           "Trellis / this |\n|---|---|---|---:|---:|---:|---:|---:|---:|\n")
-  body = "".join(
-      f"| {r['config']} | {r['impl']} | {r['dtype']} | {r['num_params'] / 1e6:.2f}M | "
-      f"{r['tokens_per_s']:,.0f} | {r['step_time_s'] * 1e3:.1f} | {r['mfu']:.1%} | "
-      f"{r['compile_s']:.1f} | {r['trellis_ratio']:.2f}x |\n" if "trellis_ratio" in r else
-      f"| {r['config']} | {r['impl']} | {r['dtype']} | {r['num_params'] / 1e6:.2f}M | "
-      f"{r['tokens_per_s']:,.0f} | {r['step_time_s'] * 1e3:.1f} | {r['mfu']:.1%} | "
-      f"{r['compile_s']:.1f} | |\n" for r in rows)
-  return head + body
+  return head + "".join(_markdown_row(r) for r in rows)
 
 
 def default_configs() -> list[str]:
