@@ -5,7 +5,9 @@
   python -m experiments.finetune --config=configs/finetune/mr.py:minilm --workdir=runs/mr_minilm
 
 Presets: tiny (tests), small (the Transformer encoder of bert_mlm_nsp:small,
-from scratch unless init_from names a run), minilm (the built-in MiniLM-L6).
+from scratch unless init_from names a run), minilm (the built-in MiniLM-L6);
+lstm_tiny/lstm_small and cnn_tiny/cnn_small: a bidirectional LSTM and a gated
+CNN encoder with the data and training of tiny/small and about their size.
 The built-in MR set is 4,000 sentences with fixed train/validation/test splits.
 """
 
@@ -32,6 +34,23 @@ PRESETS = {
                    train=dict(_TRAIN, batch_size=32, steps=400, lr=1e-4, eval_every=50,
                               checkpoint_every=50, weight_decay=0.01)),
 }
+
+
+def _variant(preset: str, **model) -> dict:
+  """`preset` with another backbone: the same data, tokenizer settings and training."""
+  return dict(PRESETS[preset], model=dict(PRESETS[preset]["model"], **model))
+
+
+# The tiny and small Transformer encoders' counterparts of about the same parameter
+# count (experiments/reproductions/kim_mr.py): a bidirectional LSTM (state projected
+# back to the width) and a non-causal gated dilated CNN whose first position, the
+# one the classifier pools, sees the whole sentence at small (126 tokens to its right).
+PRESETS.update(
+    lstm_tiny=_variant("tiny", arch="lstm", num_layers=2, rnn_hidden=48),
+    cnn_tiny=_variant("tiny", arch="cnn", num_layers=3, kernel_size=4, dilation_cycle=3),
+    lstm_small=_variant("small", arch="lstm", num_layers=3, rnn_hidden=240),
+    cnn_small=_variant("small", arch="cnn", num_layers=6, kernel_size=4, dilation_cycle=6),
+)
 
 
 def get_config(preset: str = "tiny"):
