@@ -94,6 +94,8 @@ def default_config() -> ml_collections.ConfigDict:
   o.mean_span_length = 3.0  # span: mean corrupted span length (T5: 3)
   o.nsp_random_rate = 0.5  # nsp: share of pairs whose B is from another document
   o.label_smoothing = 0.0  # task losses: label smoothing of the targets
+  o.pooling = "auto"  # classify: auto (encoders the first <cls> position, decoders the
+  #   last real token) | mean (the average over real tokens)
   # clm/mlm/span: vocabulary cross-entropy over chunks of this many positions per row,
   # never holding the whole [batch, length, vocab] float32 logits (0: all at once).
   o.chunked_loss = 0
@@ -289,6 +291,7 @@ def validate(cfg, num_devices: int) -> None:
   _check(t.patience == 0 or t.best_metric, "train.patience needs train.best_metric")
   _check(0 < t.layer_lr_decay <= 1, f"train.layer_lr_decay must be in (0, 1], got {t.layer_lr_decay}")
   _check(t.head_lr_multiplier > 0, "train.head_lr_multiplier must be positive")
+  _choice(cfg.objective_options.pooling, ("auto", "mean"), "objective_options.pooling")
   _check(0 <= cfg.objective_options.label_smoothing < 1,
          "objective_options.label_smoothing must be in [0, 1)")
 

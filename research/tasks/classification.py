@@ -27,10 +27,10 @@ def encode(examples: list[dict], tokenizer, cfg, backbone_kind: str):
   return Encoded(arrays, examples, {})
 
 
-def predict(trainer, params, arrays: dict) -> np.ndarray:
-  """Predicted label of every row."""
-  from research.objectives.classify import class_logits
-  logits = trainer.predict(params, arrays, class_logits)
+def predict(trainer, params, arrays: dict, pooling: str = "auto") -> np.ndarray:
+  """Predicted label of every row (objective_options.pooling as in training)."""
+  from research.objectives.classify import PREDICT
+  logits = trainer.predict(params, arrays, PREDICT[pooling])
   return np.argmax(logits, -1)
 
 
@@ -38,7 +38,7 @@ def evaluate(trainer, params, encoded, tokenizer, cfg) -> dict:
   """Accuracy and macro-F1 (in [0, 1]) over the split."""
   del tokenizer
   labels = encoded.arrays["label"]
-  predictions = predict(trainer, params, encoded.arrays)
+  predictions = predict(trainer, params, encoded.arrays, cfg.objective_options.pooling)
   num_classes = trainer.num_labels
   return {"accuracy": metrics.accuracy(predictions, labels),
           "macro_f1": metrics.macro_f1(predictions, labels, num_classes),
