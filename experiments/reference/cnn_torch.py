@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from experiments.reference.gpt_torch import make_step  # noqa: F401  (the shared step)
-from experiments.reference.lstm_torch import make_norm
+from experiments.reference.lstm_torch import BlockLM, make_norm
 
 
 class ConvBlock(nn.Module):
@@ -37,30 +37,16 @@ class ConvBlock(nn.Module):
     return x + y if self.residual else y
 
 
-class GatedCNN(nn.Module):
+class GatedCNN(BlockLM):
   """Embedding, `layers` gated conv blocks, final norm, tied (or separate) vocabulary head."""
 
   def __init__(self, vocab: int, width: int, layers: int, kernel_size: int,
                dilation_cycle: int, *, norm: str = "rmsnorm", eps: float = 1e-6,
                residual: bool = True, tie_embeddings: bool = True, dropout: float = 0.0):
-    super().__init__()
-    self.embed = nn.Embedding(vocab, width)
-    nn.init.normal_(self.embed.weight, std=width ** -0.5)
-    self.dropout = nn.Dropout(dropout)
-    self.blocks = nn.ModuleList([
-        ConvBlock(width, kernel_size, 2 ** (i % dilation_cycle), norm, eps, residual, dropout)
-        for i in range(layers)])
-    self.norm = make_norm(norm, width, eps)
-    self.head = None if tie_embeddings else nn.Linear(width, vocab, bias=False)
-
-  def forward(self, tokens):
-    """Mean next-token cross-entropy of tokens [B, T]."""
-    x = self.dropout(self.embed(tokens))
-    for block in self.blocks:
-      x = block(x)
-    x = self.norm(x[:, :-1])
-    logits = x @ self.embed.weight.T if self.head is None else self.head(x)
-    return F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
+    blocks = [ConvBlock(width, kernel_size, 2 ** (i % dilation_cycle), norm, eps, residual,
+                        dropout) for i in range(layers)]
+    super().__init__(vocab, width, blocks, norm=norm, eps=eps,
+                     tie_embeddings=tie_embeddings, dropout=dropout)
 
 
 def from_config(m) -> GatedCNN:

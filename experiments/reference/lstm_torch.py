@@ -65,18 +65,16 @@ class Layer(nn.Module):
     return x + y if self.residual else y
 
 
-class RNNLM(nn.Module):
-  """Embedding, `layers` recurrent layers, final norm, tied (or separate) vocabulary head."""
+class BlockLM(nn.Module):
+  """Embedding, residual `blocks`, final norm, tied (or separate) vocabulary head, CLM loss."""
 
-  def __init__(self, cell: str, vocab: int, width: int, layers: int, hidden: int = 0, *,
-               norm: str = "rmsnorm", eps: float = 1e-6, residual: bool = True,
-               tie_embeddings: bool = True, dropout: float = 0.0):
+  def __init__(self, vocab: int, width: int, blocks: list, *, norm: str, eps: float,
+               tie_embeddings: bool, dropout: float):
     super().__init__()
     self.embed = nn.Embedding(vocab, width)
     self.dropout = nn.Dropout(dropout)
     nn.init.normal_(self.embed.weight, std=width ** -0.5)
-    self.blocks = nn.ModuleList([Layer(cell, width, hidden or width, norm, eps, residual,
-                                       dropout) for _ in range(layers)])
+    self.blocks = nn.ModuleList(blocks)
     self.norm = make_norm(norm, width, eps)
     self.head = None if tie_embeddings else nn.Linear(width, vocab, bias=False)
 
@@ -88,6 +86,18 @@ class RNNLM(nn.Module):
     x = self.norm(x[:, :-1])
     logits = x @ self.embed.weight.T if self.head is None else self.head(x)
     return F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
+
+
+class RNNLM(BlockLM):
+  """Embedding, `layers` recurrent layers, final norm, tied (or separate) vocabulary head."""
+
+  def __init__(self, cell: str, vocab: int, width: int, layers: int, hidden: int = 0, *,
+               norm: str = "rmsnorm", eps: float = 1e-6, residual: bool = True,
+               tie_embeddings: bool = True, dropout: float = 0.0):
+    blocks = [Layer(cell, width, hidden or width, norm, eps, residual, dropout)
+              for _ in range(layers)]
+    super().__init__(vocab, width, blocks, norm=norm, eps=eps,
+                     tie_embeddings=tie_embeddings, dropout=dropout)
 
 
 def from_config(m) -> RNNLM:

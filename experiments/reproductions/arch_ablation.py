@@ -18,14 +18,11 @@ resumable, so an interrupted reproduction continues; the table also goes to
 WORKDIR/summary.md and the numbers to WORKDIR/summary.json.
 """
 
-import json
 import os
-import statistics
-import sys
 
 from absl import flags
 
-from experiments import cli
+from experiments import cli, reproductions
 
 # Architecture -> its config module in configs/pretrain.
 ARCHS = {"transformer": "gpt_clm", "lstm": "lstm_clm", "cnn": "cnn_clm"}
@@ -61,10 +58,6 @@ def configs(preset: str, steps: int, corpus: str) -> tuple[dict, list[str]]:
     t.eval_batches = 0  # over the whole eval split
     t.checkpoint_every = max(steps // 2, 1)  # half way and at the end: enough to resume
   return cfgs, forced
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-  return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def table(summary: dict) -> str:
@@ -103,20 +96,15 @@ def run(workdir: str, seeds, steps: int, preset: str = "small",
            "perplexity": [], "loss": []}
     for seed in seeds:
       cfg.seed = seed
-      result = train.pretrain(cfg, os.path.join(workdir, f"{arch}_seed{seed}"))
-      if "interrupted" in result:  # a checkpoint is saved: the same call resumes
-        sys.exit(128 + result["interrupted"])
+      run_dir = os.path.join(workdir, f"{arch}_seed{seed}")
+      result = reproductions.finished(train.pretrain(cfg, run_dir))
       row["params"] = result["num_params"]
       row["perplexity"].append(result["perplexity"])
       row["loss"].append(result["loss"])
       summary["unigram_perplexity"] = result["unigram_perplexity"]
-    row["mean"], row["std"] = _mean_std(row["perplexity"])
+    row["mean"], row["std"] = reproductions.mean_std(row["perplexity"])
     summary["archs"][arch] = row
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
-  with open(os.path.join(workdir, "summary.md"), "w") as f:
-    f.write(table(summary) + "\n")
+  reproductions.write_summary(workdir, summary, table(summary))
   return summary
 
 

@@ -22,14 +22,11 @@ goes to WORKDIR/summary.md and the numbers to WORKDIR/summary.json.
 """
 
 import collections
-import json
 import os
-import statistics
-import sys
 
 from absl import flags
 
-from experiments import cli
+from experiments import cli, reproductions
 
 # Architecture -> its configs/finetune/mr.py preset, "{}" standing for --preset.
 ARCHS = {"cnn": "cnn_{}", "lstm": "lstm_{}", "transformer": "{}"}
@@ -74,10 +71,6 @@ def majority_accuracy(data_cfg, split: str = "test") -> float:
   return collections.Counter(labels).most_common(1)[0][1] / len(labels)
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-  return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def table(summary: dict) -> str:
   """The markdown table of a summary: one row per architecture."""
   lines = [f"MR test accuracy, best validation checkpoint ({summary['preset']} presets, "
@@ -114,21 +107,16 @@ def run(workdir: str, seeds, steps: int, preset: str = "small") -> dict:
            "test_accuracy": [], "validation_accuracy": [], "best_step": [], "steps_run": []}
     for seed in seeds:
       cfg.seed = seed
-      result = finetune.finetune(cfg, os.path.join(workdir, f"{arch}_seed{seed}"))
-      if "interrupted" in result:  # a checkpoint is saved: the same call resumes
-        sys.exit(128 + result["interrupted"])
+      run_dir = os.path.join(workdir, f"{arch}_seed{seed}")
+      result = reproductions.finished(finetune.finetune(cfg, run_dir))
       row["params"] = result["num_params"]
       row["test_accuracy"].append(result["test"]["accuracy"])
       row["validation_accuracy"].append(result["best_value"])
       row["best_step"].append(result["best_step"])
       row["steps_run"].append(result["step"])
-    row["mean"], row["std"] = _mean_std(row["test_accuracy"])
+    row["mean"], row["std"] = reproductions.mean_std(row["test_accuracy"])
     summary["archs"][arch] = row
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
-  with open(os.path.join(workdir, "summary.md"), "w") as f:
-    f.write(table(summary) + "\n")
+  reproductions.write_summary(workdir, summary, table(summary))
   return summary
 
 

@@ -22,13 +22,11 @@ scratch. Rotary positions give attention the relative offsets from step 0.
 Pretraining uses rows of 64 tokens (MR's sentence length) and batch 32.
 """
 
-import json
 import os
-import statistics
 
 from absl import flags
 
-from experiments import cli
+from experiments import cli, reproductions
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/pretrain_vs_scratch", "where the runs go")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "fine-tuning seeds")
@@ -40,13 +38,6 @@ _POOLING = flags.DEFINE_enum("pooling", "auto", ["auto", "mean"],
                              "objective_options.pooling of the MR classifier (auto: <cls>)")
 _POSITION = flags.DEFINE_enum("position", "rope", ["rope", "learned"],
                               "model.position of both models")
-
-
-def _finished(results: dict) -> dict:
-  """The results of a run that ran to its end; a SIGTERM/SIGINT (checkpoint saved) stops here."""
-  if "interrupted" in results:
-    raise SystemExit(128 + results["interrupted"])
-  return results
 
 
 def main(argv, overrides):
@@ -68,7 +59,7 @@ def main(argv, overrides):
   pre_cfg.train.warmup_steps = min(pre_cfg.train.warmup_steps * 4, _PRETRAIN_STEPS.value // 10)
   pre_cfg.train.eval_every = pre_cfg.train.checkpoint_every = max(_PRETRAIN_STEPS.value // 6, 1)
   pretrained = os.path.join(root, "pretrain_mlm")
-  pre = _finished(train.pretrain(pre_cfg, pretrained))
+  pre = reproductions.finished(train.pretrain(pre_cfg, pretrained))
   rows = {"pretrained": [], "scratch": []}
   suffix = "" if _POOLING.value == "auto" else f"_{_POOLING.value}"
   for seed in map(int, _SEEDS.value):
@@ -81,17 +72,17 @@ def main(argv, overrides):
         cfg.data.tokenizer = os.path.join(pretrained, "tokenizer.model")
         cfg.data.vocab_size = pre_cfg.data.vocab_size
       run_dir = os.path.join(root, f"mr_{name}_seed{seed}{suffix}")
-      result = _finished(finetune.finetune(cfg, run_dir))
+      result = reproductions.finished(finetune.finetune(cfg, run_dir))
       rows[name].append(result["test"]["accuracy"])
-  summary = {"pretrain_mlm_eval": {k: pre[k] for k in ("mlm/accuracy", "mlm/loss") if k in pre}}
-  print("\n| init | MR test accuracy per seed | mean ± std |\n|---|---|---|")
+  summary = {"pretrain_mlm_eval": {k: pre[k] for k in ("mlm/accuracy", "mlm/loss") if k in pre},
+             "pooling": _POOLING.value, "position": _POSITION.value}
+  lines = ["| init | MR test accuracy per seed | mean ± std |", "|---|---|---|"]
   for name, accs in rows.items():
-    mean, std = statistics.mean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0
+    mean, std = reproductions.mean_std(accs)
     summary[name] = {"accuracy": accs, "mean": mean, "std": std}
-    print(f"| {name} | {', '.join(f'{a:.3f}' for a in accs)} | {mean:.3f} ± {std:.3f} |")
-  with open(os.path.join(root, f"summary{suffix}.json"), "w") as f:
-    json.dump(summary, f, indent=2)
-
+    lines.append(f"| {name} | {', '.join(f'{a:.3f}' for a in accs)} | {mean:.3f} ± {std:.3f} |")
+  print("\n" + "\n".join(lines))
+  reproductions.write_summary(root, summary, "\n".join(lines), f"summary{suffix}")
 
 if __name__ == "__main__":
   cli.run(main)
