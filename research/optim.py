@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-# A param stacked over layers (model.scan_layers): "…/blocks/<rest>" with no layer number.
-_STACKED = re.compile(r"(?:^|/)(?:blocks|encoder_blocks|decoder_blocks)/\D")
+from research.models.transformer import is_stacked
+
 
 
 def make_schedule(t) -> optax.Schedule:
@@ -24,11 +24,6 @@ def make_schedule(t) -> optax.Schedule:
     return decay
   return optax.join_schedules([optax.linear_schedule(0.0, t.lr, t.warmup_steps), decay],
                               [t.warmup_steps])
-
-
-def is_stacked(name: str) -> bool:
-  """Whether a flat param name is a layer-stacked param (leading axis = layer)."""
-  return _STACKED.search(name) is not None
 
 
 def decay_mask(params: dict) -> dict:

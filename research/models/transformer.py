@@ -85,6 +85,11 @@ _PER_LAYER = re.compile(rf"^((?:.*/)?(?:{_STACKS}))/(\d+)/(.+)$")
 _STACKED = re.compile(rf"^((?:.*/)?(?:{_STACKS}))/(\D.*)$")
 
 
+def is_stacked(name: str) -> bool:
+  """Whether a flat param name is layer-stacked (model.scan_layers: leading axis = layer)."""
+  return _STACKED.match(name) is not None
+
+
 def _blocks(cfg, *, dtype, rngs, cross: bool = False):
   """`cfg.num_layers` Blocks: an nnx.List, or (model.scan_layers) one stacked Block.
 
