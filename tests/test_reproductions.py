@@ -72,3 +72,40 @@ def test_kim_mr_tiny(tmp_path):
   assert json.loads((tmp_path / "summary.json").read_text()) == summary
   rows = _table_rows(tmp_path / "summary.md")
   assert [r.split("|")[1].strip() for r in rows] == list(summary["archs"])
+
+
+def test_pretrain_vs_scratch_tiny(tmp_path):
+  import math
+
+  from experiments.reproductions import pretrain_vs_scratch
+  pre_steps, steps = 40, 20
+  summary = pretrain_vs_scratch.run(str(tmp_path), seeds=[0], pretrain_steps=pre_steps,
+                                    finetune_steps=steps, preset="tiny")
+
+  mlm = summary["pretrain_mlm_eval"]
+  assert mlm["mlm/loss"] < math.log(512) and 0 < mlm["mlm/accuracy"] < 1  # it learned something
+  pretrain = tmp_path / "pretrain_mlm"
+  tokenizer = (pretrain / "tokenizer.model").read_bytes()
+  arms = summary["arms"]
+  assert list(arms) == ["pretrained", "scratch"] and arms["pretrained"]["params"] == arms[
+      "scratch"]["params"]
+  for arm, row in arms.items():
+    run_dir = tmp_path / f"mr_{arm}_seed0_mean"
+    assert (run_dir / "tokenizer.model").read_bytes() == tokenizer  # one tokenizer for both
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["step"] == steps and results["test"]["examples"] == 400
+    assert row["test_accuracy"] == [results["test"]["accuracy"]]
+    assert row["validation_accuracy"] == [results["best_value"]]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["objective_options"]["pooling"] == "mean"
+    assert config["model"]["position"] == "rope"
+  # Only the pretrained arm starts from the MLM run, at its last step.
+  (lineage,) = arms["pretrained"]["lineage"]
+  assert lineage["source"].endswith("pretrain_mlm") and lineage["step"] == pre_steps
+  assert arms["scratch"]["lineage"] == [None]
+  gain = summary["paired_gain"]
+  assert gain["per_seed"] == [arms["pretrained"]["test_accuracy"][0]
+                              - arms["scratch"]["test_accuracy"][0]]
+  assert json.loads((tmp_path / "summary_mean.json").read_text()) == summary
+  table = (tmp_path / "summary_mean.md").read_text()
+  assert "| pretrained |" in table and "| scratch |" in table and "| pretrained - scratch |" in table

@@ -1,8 +1,8 @@
 """Does pretraining help? An MLM-pretrained Transformer vs the same model from scratch, on MR.
 
   python -m experiments.reproductions.pretrain_vs_scratch --workdir=runs/pretrain_vs_scratch \
-      [--seeds=0,1,2 --corpus=bbc_news --pretrain_steps=2000 --finetune_steps=300 \
-       --position=rope]
+      [--seeds=0,1,2 --corpus=bbc_news --pretrain_steps=8000 --finetune_steps=300 \
+       --pooling=mean --position=rope]
 
 Pretrains bert_mlm_nsp:small with MLM alone on a built-in corpus (BBC News:
 modern prose, like MR's movie reviews; Shakespeare or the KJV share too
@@ -10,7 +10,8 @@ little vocabulary with MR for a few thousand steps to help), then fine-tunes
 configs/finetune/mr.py:small from it and from random initialisation with the
 same tokenizer, steps, hyper-parameters and seeds, and prints the MR test
 accuracy of each (best validation checkpoint) with mean and standard
-deviation. Every run is resumable, so an interrupted reproduction continues.
+deviation, and the paired (same seed) differences. Every run is resumable,
+so an interrupted reproduction continues.
 
 Both models use rotary positions (`--position=rope`, BERT's learned position
 embeddings with `learned`). With learned positions this small encoder sat on
@@ -20,6 +21,9 @@ everywhere), because a [MASK] can only be filled from its neighbours and
 attention first has to find them through position embeddings learned from
 scratch. Rotary positions give attention the relative offsets from step 0.
 Pretraining uses rows of 64 tokens (MR's sentence length) and batch 32.
+
+The classifier reads the mean of the token features (`--pooling=mean`):
+MLM-only pretraining never trains the <cls> position that `auto` reads.
 """
 
 import os
@@ -28,61 +32,124 @@ from absl import flags
 
 from experiments import cli, reproductions
 
-_WORKDIR = flags.DEFINE_string("workdir", "runs/pretrain_vs_scratch", "where the runs go")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "fine-tuning seeds")
-_CORPUS = flags.DEFINE_string("corpus", "bbc_news", "built-in corpus to pretrain on")
-_PRETRAIN_STEPS = flags.DEFINE_integer("pretrain_steps", 2000, "MLM pretraining steps")
-_FINETUNE_STEPS = flags.DEFINE_integer("finetune_steps", 300, "MR fine-tuning steps per run")
-_PRESET = flags.DEFINE_string("preset", "small", "preset of both configs")
-_POOLING = flags.DEFINE_enum("pooling", "auto", ["auto", "mean"],
-                             "objective_options.pooling of the MR classifier (auto: <cls>)")
-_POSITION = flags.DEFINE_enum("position", "rope", ["rope", "learned"],
-                              "model.position of both models")
+ARMS = ("pretrained", "scratch")
 
 
-def main(argv, overrides):
+def configs(preset: str, corpus: str, pretrain_steps: int, finetune_steps: int,
+            pooling: str, position: str):
+  """The MLM pretraining config and, per arm, the MR fine-tuning config (seed unset)."""
   import ml_collections
 
   from configs.finetune import mr
   from configs.pretrain import bert_mlm_nsp
+
+  pre = bert_mlm_nsp.get_config(preset)
+  pre.objectives = ml_collections.ConfigDict({"mlm": 1.0})
+  pre.data.source = corpus
+  pre.model.position = position
+  # MR's rows are 64 tokens: pretrain on rows that long, with the same tokens per step.
+  pre.train.batch_size *= pre.data.seq_len // 64
+  pre.data.seq_len = 64
+  pre.train.steps = pretrain_steps
+  pre.train.warmup_steps = min(pre.train.warmup_steps * 4, max(pretrain_steps // 10, 1))
+  pre.train.eval_every = pre.train.checkpoint_every = max(pretrain_steps // 6, 1)
+  fine = {}
+  for arm in ARMS:
+    cfg = mr.get_config(preset)
+    cfg.train.steps = finetune_steps
+    cfg.model.position = position
+    cfg.objective_options.pooling = pooling
+    fine[arm] = cfg
+  return pre, fine
+
+
+def run(workdir: str, seeds, pretrain_steps: int, finetune_steps: int, preset: str = "small",
+        corpus: str = "bbc_news", pooling: str = "mean", position: str = "rope") -> dict:
+  """Pretrains in WORKDIR/pretrain_mlm, fine-tunes both arms per seed; the summary.
+
+  Fine-tuning runs go to WORKDIR/mr_<arm>_seed<seed>[_<pooling>] (the suffix
+  for pooling other than `auto`, so both poolings can share one pretraining).
+  The summary (also WORKDIR/summary[_<pooling>].json and .md) holds the
+  pretraining's held-out MLM figures and, per arm and seed, the test
+  accuracy of the best validation checkpoint, its validation accuracy and
+  step, with mean and std, and the paired differences pretrained - scratch.
+  """
   from research import finetune, train
 
-  root = _WORKDIR.value
-  pre_cfg = bert_mlm_nsp.get_config(_PRESET.value)
-  pre_cfg.objectives = ml_collections.ConfigDict({"mlm": 1.0})
-  pre_cfg.data.source = _CORPUS.value
-  pre_cfg.model.position = _POSITION.value
-  # MR's rows are 64 tokens: pretrain on rows that long, with the same tokens per step.
-  pre_cfg.data.seq_len = 64
-  pre_cfg.train.batch_size *= 2
-  pre_cfg.train.steps = _PRETRAIN_STEPS.value
-  pre_cfg.train.warmup_steps = min(pre_cfg.train.warmup_steps * 4, _PRETRAIN_STEPS.value // 10)
-  pre_cfg.train.eval_every = pre_cfg.train.checkpoint_every = max(_PRETRAIN_STEPS.value // 6, 1)
-  pretrained = os.path.join(root, "pretrain_mlm")
+  seeds = [int(s) for s in seeds]
+  pre_cfg, fine = configs(preset, corpus, pretrain_steps, finetune_steps, pooling, position)
+  pretrained = os.path.join(workdir, "pretrain_mlm")
   pre = reproductions.finished(train.pretrain(pre_cfg, pretrained))
-  rows = {"pretrained": [], "scratch": []}
-  suffix = "" if _POOLING.value == "auto" else f"_{_POOLING.value}"
-  for seed in map(int, _SEEDS.value):
-    for name, init_from in (("pretrained", pretrained), ("scratch", "")):
-      cfg = mr.get_config(_PRESET.value)
-      cfg.seed, cfg.init_from, cfg.train.steps = seed, init_from, _FINETUNE_STEPS.value
-      cfg.model.position = _POSITION.value
-      cfg.objective_options.pooling = _POOLING.value
-      if not init_from:  # the same tokenizer as the pretrained run: only the weights differ
-        cfg.data.tokenizer = os.path.join(pretrained, "tokenizer.model")
-        cfg.data.vocab_size = pre_cfg.data.vocab_size
-      run_dir = os.path.join(root, f"mr_{name}_seed{seed}{suffix}")
-      result = reproductions.finished(finetune.finetune(cfg, run_dir))
-      rows[name].append(result["test"]["accuracy"])
-  summary = {"pretrain_mlm_eval": {k: pre[k] for k in ("mlm/accuracy", "mlm/loss") if k in pre},
-             "pooling": _POOLING.value, "position": _POSITION.value}
-  lines = ["| init | MR test accuracy per seed | mean ± std |", "|---|---|---|"]
-  for name, accs in rows.items():
-    mean, std = reproductions.mean_std(accs)
-    summary[name] = {"accuracy": accs, "mean": mean, "std": std}
-    lines.append(f"| {name} | {', '.join(f'{a:.3f}' for a in accs)} | {mean:.3f} ± {std:.3f} |")
-  print("\n" + "\n".join(lines))
-  reproductions.write_summary(root, summary, "\n".join(lines), f"summary{suffix}")
+  # Both arms use the pretraining run's tokenizer: only the initial weights differ.
+  fine["pretrained"].init_from = pretrained
+  fine["scratch"].data.tokenizer = os.path.join(pretrained, "tokenizer.model")
+  fine["scratch"].data.vocab_size = pre_cfg.data.vocab_size
+  suffix = "" if pooling == "auto" else f"_{pooling}"
+  summary = {"preset": preset, "corpus": corpus, "pretrain_steps": pretrain_steps,
+             "finetune_steps": finetune_steps, "pooling": pooling, "position": position,
+             "seeds": seeds,
+             "pretrain_mlm_eval": {k: pre[k] for k in ("mlm/accuracy", "mlm/loss") if k in pre},
+             "arms": {}}
+  for arm, cfg in fine.items():
+    row = {"test_accuracy": [], "validation_accuracy": [], "best_step": [], "lineage": []}
+    for seed in seeds:
+      cfg.seed = seed
+      result = reproductions.finished(
+          finetune.finetune(cfg, os.path.join(workdir, f"mr_{arm}_seed{seed}{suffix}")))
+      row["params"] = result["num_params"]
+      row["test_accuracy"].append(result["test"]["accuracy"])
+      row["validation_accuracy"].append(result["best_value"])
+      row["best_step"].append(result["best_step"])
+      row["lineage"].append(result.get("lineage"))
+    row["mean"], row["std"] = reproductions.mean_std(row["test_accuracy"])
+    summary["arms"][arm] = row
+  gains = [p - s for p, s in zip(summary["arms"]["pretrained"]["test_accuracy"],
+                                 summary["arms"]["scratch"]["test_accuracy"])]
+  mean, std = reproductions.mean_std(gains)
+  summary["paired_gain"] = {"per_seed": gains, "mean": mean, "std": std}
+  reproductions.write_summary(workdir, summary, table(summary), f"summary{suffix}")
+  return summary
+
+
+def table(summary: dict) -> str:
+  """The summary as a markdown table, one row per arm and one for the paired gain."""
+  lines = ["| init | MR test accuracy per seed | mean ± std | best validation (step) |",
+           "|---|---|---|---|"]
+  for arm, row in summary["arms"].items():
+    accs = ", ".join(f"{a:.4f}" for a in row["test_accuracy"])
+    best = ", ".join(f"{v:.4f} ({s})" for v, s in zip(row["validation_accuracy"],
+                                                      row["best_step"]))
+    lines.append(f"| {arm} | {accs} | {row['mean']:.4f} ± {row['std']:.4f} | {best} |")
+  gain = summary["paired_gain"]
+  lines.append(f"| pretrained - scratch | {', '.join(f'{g:+.4f}' for g in gain['per_seed'])} "
+               f"| {gain['mean']:+.4f} ± {gain['std']:.4f} | |")
+  return "\n".join(lines)
+
+
+def define_flags() -> None:
+  """The command line (defined only when run as a script, so tests can import run)."""
+  flags.DEFINE_string("workdir", "runs/pretrain_vs_scratch", "where the runs go")
+  flags.DEFINE_list("seeds", ["0", "1", "2"], "fine-tuning seeds")
+  flags.DEFINE_string("corpus", "bbc_news", "built-in corpus to pretrain on")
+  flags.DEFINE_integer("pretrain_steps", 8000, "MLM pretraining steps")
+  flags.DEFINE_integer("finetune_steps", 300, "MR fine-tuning steps per run")
+  flags.DEFINE_string("preset", "small", "preset of both configs (tiny or small)")
+  flags.DEFINE_enum("pooling", "mean", ["auto", "mean"],
+                    "objective_options.pooling of the MR classifier (auto: <cls>)")
+  flags.DEFINE_enum("position", "rope", ["rope", "learned"], "model.position of both models")
+
+
+def main(argv, overrides):
+  del argv, overrides
+  f = flags.FLAGS
+  summary = run(f.workdir, f.seeds, f.pretrain_steps, f.finetune_steps, f.preset, f.corpus,
+                f.pooling, f.position)
+  mlm = summary["pretrain_mlm_eval"]
+  print(f"\nMLM pretraining, held-out: accuracy {mlm.get('mlm/accuracy', float('nan')):.4f}, "
+        f"loss {mlm.get('mlm/loss', float('nan')):.4f}")
+  print(table(summary))
+
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)
