@@ -87,8 +87,8 @@ def test_pretrain_vs_scratch_tiny(tmp_path):
   pretrain = tmp_path / "pretrain_mlm"
   tokenizer = (pretrain / "tokenizer.model").read_bytes()
   arms = summary["arms"]
-  assert list(arms) == ["pretrained", "scratch"] and arms["pretrained"]["params"] == arms[
-      "scratch"]["params"]
+  assert list(arms) == ["pretrained", "scratch"]
+  assert arms["pretrained"]["params"] == arms["scratch"]["params"]
   for arm, row in arms.items():
     run_dir = tmp_path / f"mr_{arm}_seed0_mean"
     assert (run_dir / "tokenizer.model").read_bytes() == tokenizer  # one tokenizer for both

@@ -27,3 +27,37 @@ def write_summary(workdir: str, summary: dict, markdown: str, name: str = "summa
     json.dump(summary, f, indent=2)
   with open(os.path.join(workdir, f"{name}.md"), "w") as f:
     f.write(markdown + "\n")
+
+
+def force_equal(cfgs: dict, fields, reference: str = "transformer") -> list[str]:
+  """Makes every config's `fields` equal to cfgs[reference]'s; names each one that differed.
+
+  A field is a config section (compared key by key, so the list names
+  "arch: section.key") or a plain value ("arch: field").
+  """
+  ref, forced = cfgs[reference], []
+  for name, cfg in cfgs.items():
+    for field in fields:
+      ours, theirs = cfg[field], ref[field]
+      if hasattr(ours, "to_dict"):
+        ours, theirs = ours.to_dict(), theirs.to_dict()
+        diff = [f"{field}.{k}" for k in sorted(set(ours) | set(theirs))
+                if ours.get(k) != theirs.get(k)]
+      else:
+        diff = [field] if ours != theirs else []
+      if diff:
+        forced += [f"{name}: {d}" for d in diff]
+        cfg[field] = (ref[field].copy_and_resolve_references()
+                      if hasattr(ref[field], "copy_and_resolve_references") else ref[field])
+  return forced
+
+
+def arch_table(title: str, metric: str, archs: dict, key: str, digits: int) -> str:
+  """A markdown table under `title`: per architecture its params, row[key] per seed, mean ± std."""
+  lines = [title, "", f"| architecture | params | {metric} per seed | mean ± std |",
+           "|---|---|---|---|"]
+  for arch, row in archs.items():
+    seeds = ", ".join(f"{v:.{digits}f}" for v in row[key])
+    lines.append(f"| {arch} | {row['params']:,} | {seeds} | "
+                 f"{row['mean']:.{digits}f} ± {row['std']:.{digits}f} |")
+  return "\n".join(lines)

@@ -40,15 +40,7 @@ def configs(preset: str, steps: int, corpus: str) -> tuple[dict, list[str]]:
 
   cfgs = {arch: importlib.import_module(f"configs.pretrain.{name}").get_config(preset)
           for arch, name in ARCHS.items()}
-  reference = cfgs["transformer"]
-  forced = []
-  for arch, cfg in cfgs.items():
-    for section in SHARED:
-      ours, theirs = cfg[section].to_dict(), reference[section].to_dict()
-      if ours != theirs:
-        forced += [f"{arch}: {section}.{k}" for k in sorted(set(ours) | set(theirs))
-                   if ours.get(k) != theirs.get(k)]
-        cfg[section] = reference[section].copy_and_resolve_references()
+  forced = reproductions.force_equal(cfgs, SHARED)
   for cfg in cfgs.values():  # then the reproduction's own settings, the same for all
     t = cfg.train
     cfg.data.source = corpus
@@ -62,16 +54,10 @@ def configs(preset: str, steps: int, corpus: str) -> tuple[dict, list[str]]:
 
 def table(summary: dict) -> str:
   """The markdown table of a summary: one row per architecture."""
-  lines = [f"Eval perplexity on {summary['corpus']} ({summary['preset']} presets, "
+  title = (f"Eval perplexity on {summary['corpus']} ({summary['preset']} presets, "
            f"{summary['steps']} steps = {summary['tokens_seen']:,} tokens per run; "
-           f"unigram perplexity {summary['unigram_perplexity']:.1f})", "",
-           "| architecture | params | eval perplexity per seed | mean ± std |",
-           "|---|---|---|---|"]
-  for arch, row in summary["archs"].items():
-    seeds = ", ".join(f"{p:.2f}" for p in row["perplexity"])
-    mean = f"{row['mean']:.2f} ± {row['std']:.2f}"
-    lines.append(f"| {arch} | {row['params']:,} | {seeds} | {mean} |")
-  return "\n".join(lines)
+           f"unigram perplexity {summary['unigram_perplexity']:.1f})")
+  return reproductions.arch_table(title, "eval perplexity", summary["archs"], "perplexity", 2)
 
 
 def run(workdir: str, seeds, steps: int, preset: str = "small",

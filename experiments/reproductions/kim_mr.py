@@ -38,22 +38,7 @@ def configs(preset: str, steps: int) -> tuple[dict, list[str]]:
   from configs.finetune import mr
 
   cfgs = {arch: mr.get_config(name.format(preset)) for arch, name in ARCHS.items()}
-  reference = cfgs["transformer"]
-  forced = []
-  for arch, cfg in cfgs.items():
-    for field in SHARED:
-      ours, theirs = cfg[field], reference[field]
-      if hasattr(ours, "to_dict"):
-        ours, theirs = ours.to_dict(), theirs.to_dict()
-        diff = [f"{field}.{k}" for k in sorted(set(ours) | set(theirs))
-                if ours.get(k) != theirs.get(k)]
-      else:
-        diff = [field] if ours != theirs else []
-      if diff:
-        forced += [f"{arch}: {d}" for d in diff]
-        cfg[field] = (reference[field].copy_and_resolve_references()
-                      if hasattr(reference[field], "copy_and_resolve_references")
-                      else reference[field])
+  forced = reproductions.force_equal(cfgs, SHARED)
   for cfg in cfgs.values():
     t = cfg.train
     t.steps = steps
@@ -73,16 +58,10 @@ def majority_accuracy(data_cfg, split: str = "test") -> float:
 
 def table(summary: dict) -> str:
   """The markdown table of a summary: one row per architecture."""
-  lines = [f"MR test accuracy, best validation checkpoint ({summary['preset']} presets, "
+  title = (f"MR test accuracy, best validation checkpoint ({summary['preset']} presets, "
            f"{summary['steps']} steps of batch {summary['batch_size']}; "
-           f"majority class {summary['majority_test_accuracy']:.3f})", "",
-           "| architecture | params | test accuracy per seed | mean ± std |",
-           "|---|---|---|---|"]
-  for arch, row in summary["archs"].items():
-    seeds = ", ".join(f"{a:.3f}" for a in row["test_accuracy"])
-    mean = f"{row['mean']:.3f} ± {row['std']:.3f}"
-    lines.append(f"| {arch} | {row['params']:,} | {seeds} | {mean} |")
-  return "\n".join(lines)
+           f"majority class {summary['majority_test_accuracy']:.3f})")
+  return reproductions.arch_table(title, "test accuracy", summary["archs"], "test_accuracy", 3)
 
 
 def run(workdir: str, seeds, steps: int, preset: str = "small") -> dict:
