@@ -26,13 +26,39 @@ def make_schedule(t) -> optax.Schedule:
                               [t.warmup_steps])
 
 
-def decay_mask(params: dict) -> dict:
-  """Weight decay on matrices only: never on biases, norm scales or other vectors.
+# Every param's role, by its leaf name (the last part of its flat name); each
+# architecture names its params after these. Only weight matrices, kernels and
+# embedding tables are decayed: biases (a 2-D LSTM gate bias too) and norm
+# scales/biases never are, whatever their shape (AdamW, Loshchilov & Hutter 2019;
+# BERT's and GPT-2's exclusions).
+ROLES = {
+    "kernel": "kernel", "input_kernel": "kernel", "recurrent_kernel": "kernel",
+    "embedding": "embedding", "pos_embed": "embedding", "type_embed": "embedding",
+    "bias": "bias", "recurrent_bias": "bias",
+    "scale": "scale",
+}
+DECAYED_ROLES = ("kernel", "embedding")
 
-  A stacked param's leading layer axis does not count: a stack of scales is
-  [L, D], still a vector per layer.
+
+def param_role(name: str) -> str:
+  """"kernel", "embedding", "bias" or "scale": what the param `name` is, by its leaf name.
+
+  A norm's bias is a "bias". A leaf not in ROLES raises: a new param must say
+  whether it is decayed rather than fall back on a guess.
   """
-  return {name: p.ndim - is_stacked(name) >= 2 for name, p in params.items()}
+  leaf = name.rsplit("/", 1)[-1]
+  if leaf not in ROLES:
+    raise ValueError(f"param {name!r}: leaf name {leaf!r} has no optimizer role; name it "
+                     f"after one of {sorted(ROLES)} or add it to research.optim.ROLES")
+  return ROLES[leaf]
+
+
+def decay_mask(params: dict) -> dict:
+  """Weight decay on kernels and embedding tables only (by `param_role`, not by shape).
+
+  Works for layer-stacked params (model.scan_layers) alike: the leaf name is the same.
+  """
+  return {name: param_role(name) in DECAYED_ROLES for name in params}
 
 
 def layer_index(name: str) -> int | None:
@@ -83,12 +109,46 @@ def scale_per_param(factors: dict) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+def mask_frozen(grads: dict, factors: dict) -> dict:
+  """`grads` with those of frozen params (factor 0; per layer for [L] factors) set to 0.
+
+  These are the gradients that are applied: the ones to clip and to report.
+  `where`, not a product: an inf or nan gradient of a frozen param does not leak.
+  """
+
+  def zero(g, factor):
+    keep = jnp.asarray(factor) != 0
+    keep = keep.reshape(keep.shape + (1,) * (g.ndim - keep.ndim))
+    return jnp.where(keep, g, jnp.zeros((), g.dtype))
+
+  return {k: zero(g, factors[k]) for k, g in grads.items()}
+
+
+def zero_frozen(factors: dict) -> optax.GradientTransformation:
+  """`mask_frozen` as the first link of the chain: the clip's global norm is that of
+  the applied gradients only, and Adam's moments of a frozen param stay 0."""
+
+  def update(updates, state, params=None):
+    del params
+    return mask_frozen(updates, factors), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(t, names=(), num_layers: int = 0) -> optax.GradientTransformation:
-  """AdamW from the `train` config block, with clipping first and lr factors last."""
-  parts = [optax.clip_by_global_norm(t.clip_norm)] if t.clip_norm > 0 else []
+  """AdamW from the `train` config block: frozen grads zeroed, clipped, lr factors last.
+
+  The lr factors scale the final update, so a frozen param's weight decay is
+  zeroed too and the param stays exactly as it was.
+  """
+  factors = lr_multipliers(t, names, num_layers)
+  parts = []
+  if any(np.any(np.asarray(f) == 0) for f in factors.values()):
+    parts.append(zero_frozen(factors))
+  if t.clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(t.clip_norm))
   parts.append(optax.adamw(make_schedule(t), b1=t.b1, b2=t.b2, eps=t.eps,
                            weight_decay=t.weight_decay, mask=decay_mask))
-  factors = lr_multipliers(t, names, num_layers)
   if any(np.any(np.asarray(f) != 1.0) for f in factors.values()):
     parts.append(scale_per_param(factors))
   return optax.chain(*parts)

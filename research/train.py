@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from research import config as config_lib
 from research import objectives, optim, sharding, throughput
-from research.checkpoint import BestParams, Checkpoints, abstract_with_shardings
+from research.checkpoint import BestParams, Checkpoints, abstract_with_shardings, check_params
 from research.errors import CheckpointError, TrainingError
 from research.metric_log import MetricLog
 from research.models import Network
@@ -90,38 +90,46 @@ def state_shardings(abstract_state: dict, param_shardings: dict, mesh) -> dict:
 
 
 def train_step(state, batch, *, netdef: NetworkDef, loss_fn: Callable,
-               tx: optax.GradientTransformation, microbatches: int):
+               tx: optax.GradientTransformation, microbatches: int, lr_factors=None):
   """(state, batch) -> (state, metrics): one optimizer step, pure.
 
-  The batch is split into `microbatches` accumulated inside the step. Returns
-  metric sums for the whole batch plus `grad_norm` and `lr`.
+  The batch is split into `microbatches` accumulated inside the step, and the
+  result is the full-batch step exactly: each objective's loss sum is divided
+  by its count over the whole batch (counted first, in a pass XLA prunes to
+  the counting alone), never by a microbatch's own count. Returns metric sums
+  for the whole batch plus `total_loss` and `grad_norm`, the norm of the
+  gradients that are applied (frozen params, lr factor 0 in `lr_factors`, left out).
   """
   rng = jax.random.fold_in(state["rng"], state["step"])
+  # Corruption is drawn per row from its index in the whole batch (objectives.Pass).
+  batch = dict(batch, row_index=jnp.arange(next(iter(batch.values())).shape[0]))
 
-  def loss_of(params, batch, key):
-    return loss_fn(netdef.merge(params), batch, key)
+  def loss_of(params, batch, microbatch, denominators):
+    return loss_fn(netdef.merge(params), batch, rng, microbatch, denominators)
 
   grad_fn = jax.value_and_grad(loss_of, has_aux=True)
   if microbatches == 1:
-    (loss, metrics), grads = grad_fn(state["params"], batch, rng)
+    (loss, metrics), grads = grad_fn(state["params"], batch, 0, None)
   else:
     # Interleave rows so each microbatch spans every data shard.
     split = jax.tree.map(lambda x: x.reshape(x.shape[0] // microbatches, microbatches,
                                              *x.shape[1:]).swapaxes(0, 1), batch)
+    part = lambda i: jax.tree.map(lambda x: x[i], split)
+    counts = [objectives.objective_counts(loss_of(state["params"], part(i), i, None)[1])
+              for i in range(microbatches)]
+    denominators = jax.tree.map(lambda *c: sum(c), *counts)
 
     def accumulate(carry, i):
-      (loss, metrics), grads = grad_fn(state["params"], jax.tree.map(lambda x: x[i], split),
-                                       jax.random.fold_in(rng, i))
-      return jax.tree.map(jnp.add, carry, (loss, metrics, grads)), None
+      out = grad_fn(state["params"], part(i), i, denominators)
+      return jax.tree.map(jnp.add, carry, out), None
 
-    first = jax.eval_shape(grad_fn, state["params"], jax.tree.map(lambda x: x[0], split), rng)
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (first[0][0], first[0][1],
-                                                                  first[1]))
-    (loss, metrics, grads), _ = jax.lax.scan(accumulate, zeros, jnp.arange(microbatches))
-    loss, grads = loss / microbatches, jax.tree.map(lambda g: g / microbatches, grads)
+    first = jax.eval_shape(grad_fn, state["params"], part(0), 0, denominators)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), first)
+    ((loss, metrics), grads), _ = jax.lax.scan(accumulate, zeros, jnp.arange(microbatches))
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
-  metrics = dict(metrics, total_loss=(loss, 1.0), grad_norm=(optax.tree.norm(grads), 1.0))
+  applied = grads if lr_factors is None else optim.mask_frozen(grads, lr_factors)
+  metrics = dict(metrics, total_loss=(loss, 1.0), grad_norm=(optax.tree.norm(applied), 1.0))
   new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
                "rng": state["rng"]}
   return new_state, metrics
@@ -180,8 +188,11 @@ class Trainer:
     self.abstract_state = abstract_with_shardings(abstract, self.state_shardings)
     self._init = jax.jit(init_state, out_shardings=self.state_shardings)
     self._seed_key = seed_key
+    factors = optim.lr_multipliers(cfg.train, shapes, cfg.model.num_layers)
+    frozen = any(np.any(np.asarray(f) == 0) for f in factors.values())
     step = jax.tree_util.Partial(train_step, netdef=self.netdef, loss_fn=self.loss_fn,
-                                 tx=self.tx, microbatches=cfg.train.microbatches)
+                                 tx=self.tx, microbatches=cfg.train.microbatches,
+                                 lr_factors=factors if frozen else None)
     self._step = jax.jit(lambda s, b: step(s, b), donate_argnums=0,
                          in_shardings=(self.state_shardings, self.batch_sharding),
                          out_shardings=(self.state_shardings, None))
@@ -196,7 +207,10 @@ class Trainer:
     """A fresh state; `initial_params` (name -> array, a subset) replaces those params.
 
     Adam's moments start at zero whatever the params, so only params change.
+    Raises CheckpointError if a param is not the network's or has another shape.
     """
+    check_params(initial_params or {}, self.abstract_state["params"],
+                 f"init_from={self.cfg.init_from}" if self.cfg.init_from else "initial params")
     state = self._init(self._seed_key)
     for name, value in (initial_params or {}).items():
       state["params"][name] = jax.device_put(np.asarray(value, np.float32),
@@ -254,14 +268,17 @@ class Trainer:
     return objectives.report(sums, self.weights)
 
 
-def _train_row(pending: list, seconds: float, tokens_per_step: int, weights, flops_per_token,
+def _train_row(pending: list, seconds: float, tokens_per_step: int, weights, flops_per_step,
                peak_flops) -> dict:
-  """One train row of metrics.jsonl from the steps since the last row."""
+  """One train row of metrics.jsonl from the steps since the last row.
+
+  mfu: `flops_per_step` (throughput.step_flops) per second over `peak_flops`.
+  """
   sums = jax.tree.map(lambda *xs: np.sum(np.asarray(xs, np.float64)), *[m for _, m in pending])
   row = objectives.report({k: v for k, v in sums.items() if k != "total_loss"}, weights)
   tokens_per_s = tokens_per_step * len(pending) / max(seconds, 1e-9)
   row.update(tokens_per_s=tokens_per_s, step_time_s=seconds / len(pending),
-             mfu=tokens_per_s * flops_per_token / peak_flops)
+             mfu=flops_per_step * len(pending) / max(seconds, 1e-9) / peak_flops)
   return row
 
 
@@ -335,11 +352,11 @@ def train_and_evaluate(cfg, workdir: str, data, devices=None, *, evaluate=None,
     train_iter.set_state(data_state)
     best.load(saved_meta.get("best", {}))
   log = MetricLog(workdir, start, enabled=is_main)
-  flops_per_token = throughput.flops_per_token(cfg, trainer.num_params)
-  peak = t.peak_flops or throughput.matmul_peak_flops()
+  peak = throughput.peak_flops(cfg)  # of model.dtype, as experiments/benchmark.py
   tokens_per_step = t.batch_size * cfg.data.seq_len
 
   batch = next(train_iter)
+  flops_per_step = throughput.step_flops(cfg, batch, trainer.num_labels)
   compile_s = trainer.compile(state, batch)
   if is_main:
     print(f"{trainer.num_params:,} params; step compiled in {compile_s:.1f}s; "
@@ -366,7 +383,7 @@ def train_and_evaluate(cfg, workdir: str, data, devices=None, *, evaluate=None,
         pending = jax.device_get(pending)
         _check_finite(pending, last_saved)
         row = _train_row(pending, time.perf_counter() - tick, tokens_per_step, trainer.weights,
-                         flops_per_token, peak)
+                         flops_per_step, peak)
         log.write(step, "train", row)
         bar.set_postfix(loss=f"{row['loss']:.3f}")
         pending, tick = [], time.perf_counter()

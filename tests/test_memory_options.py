@@ -19,7 +19,6 @@ from research import objectives, throughput, train
 from research.config import check_compatible, default_config, validate
 from research.errors import ConfigError
 from research.models import MODELS, Network
-from research.objectives import clm
 
 B, T, V = 2, 12, 97
 
@@ -77,7 +76,8 @@ def _loss_and_grads(batch, chunk, vocab):
   graphdef, params = nnx.split(Network(cfg.model, {}, rngs=nnx.Rngs(0)))
   options = dict(cfg.objective_options.to_dict(), chunked_loss=chunk)
   ctx = objectives.Context(objectives.Vocab(vocab), options)
-  loss = lambda p: clm.clm_loss(nnx.merge(graphdef, p), batch, jax.random.PRNGKey(2), ctx)
+  loss_fn = objectives.combine({"clm": 1.0}, ctx)
+  loss = lambda p: loss_fn(nnx.merge(graphdef, p), batch, jax.random.PRNGKey(2))
   compiled = jax.jit(jax.value_and_grad(loss, has_aux=True)).lower(params).compile()
   return compiled(params), compiled.memory_analysis().temp_size_in_bytes
 

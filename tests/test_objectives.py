@@ -145,24 +145,12 @@ def test_incompatible_objective_and_backbone_are_config_errors():
 
 
 def test_classify_pooling_first_last_and_mean_of_real_tokens():
-  from types import SimpleNamespace
-
   from research.objectives import classify
   hidden = jnp.arange(2 * 4 * 3, dtype=jnp.float32).reshape(2, 4, 3)
   segments = jnp.asarray([[1, 1, 1, 0], [1, 1, 0, 0]])
-  batch = {"tokens": segments, "segment_ids": segments, "positions": segments}
-
-  class Backbone:
-    def __init__(self, causal):
-      self.causal = causal
-
-    def __call__(self, tokens, **kwargs):
-      return hidden
-
   for causal, auto in ((False, hidden[:, 0]), (True, hidden[jnp.arange(2), jnp.asarray([2, 1])])):
-    network = SimpleNamespace(backbone=Backbone(causal))
-    np.testing.assert_array_equal(classify.pooled(network, batch, None), auto)
-    mean = classify.pooled(network, batch, None, "mean")
+    np.testing.assert_array_equal(classify.pool(hidden, segments, causal), auto)
+    mean = classify.pool(hidden, segments, causal, "mean")
     np.testing.assert_allclose(mean, [hidden[0, :3].mean(0), hidden[1, :2].mean(0)])
   from conftest import tiny_config
   from research.config import validate

@@ -1,24 +1,24 @@
 """The objectives registry, and `combine()` to train on a weighted sum of them.
 
-An `Objective` names the batch fields it reads, the examples it trains on
-(packed documents or sentence pairs), the task heads it needs next to the
-backbone and the backbones it can train; its loss returns `(loss, metrics)`:
-`loss` is the mean to differentiate, `metrics` maps names to `(sum, count)`
-pairs so they aggregate exactly over devices, microbatches and eval batches.
-`rng` is None at evaluation (deterministic), a key in training; masking and
-corruption happen inside jit from it, so a resumed run masks exactly as the
-uninterrupted one would.
+An `Objective` (objectives/base.py) names the batch fields it reads, the
+examples it trains on (packed documents or sentence pairs), the task heads it
+needs next to the backbone and the backbones it can train. Its loss returns
+sums and counts, never means: `combine` divides once, by the counts of the
+whole batch, so accumulation over microbatches is exact. `rng` is None at
+evaluation (deterministic), a key in training; masking and corruption happen
+inside jit from it, so a resumed run masks exactly as the uninterrupted one
+would.
 """
 
-import math
-from typing import Callable, NamedTuple
+from typing import Callable
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 
 from research import metrics
 from research.errors import ConfigError
+from research.objectives import classify, clm, mlm, nsp, qa, seq2seq, span
+from research.objectives.base import (Context, Objective, Pass, Vocab, cross_entropy,  # noqa: F401
+                                      encoder_inputs, vocab_cross_entropy)
 
 # What an objective can demand of the backbone.
 NEEDS = {
@@ -28,58 +28,6 @@ NEEDS = {
     "any": "any model",
 }
 
-
-class Vocab(NamedTuple):
-  """The token ids objectives need; Trellis tokenizers fix them (data/tokenizer.py)."""
-  size: int
-  pad_id: int = 0
-  bos_id: int = 2
-  eos_id: int = 3
-  mask_id: int = 4
-  cls_id: int = 5
-  sep_id: int = 6
-  sentinel_ids: tuple[int, ...] = tuple(range(7, 39))
-  special_ids: tuple[int, ...] = tuple(range(39))  # never masked or sampled as noise
-  word_start: np.ndarray | None = None  # [size] bool: piece starts a word (whole-word MLM)
-
-  def ordinary_ids(self) -> np.ndarray:
-    """Every id that is not special: what random replacement and noise draw from."""
-    return np.setdiff1d(np.arange(self.size), np.asarray(self.special_ids)).astype(np.int32)
-
-  @classmethod
-  def from_tokenizer(cls, tokenizer, size: int | None = None) -> "Vocab":
-    if hasattr(tokenizer, "word_starts"):  # WordPiece knows its own ("##" continues)
-      starts = np.asarray(tokenizer.word_starts(), bool)
-    else:
-      starts = np.array([_starts_word(tokenizer.id_to_piece(i))
-                         for i in range(tokenizer.vocab_size)], bool)
-    return cls(size or tokenizer.vocab_size, tokenizer.pad_id, tokenizer.bos_id,
-               tokenizer.eos_id, tokenizer.mask_id, tokenizer.cls_id, tokenizer.sep_id,
-               tuple(tokenizer.sentinel_ids), tuple(tokenizer.special_ids), starts)
-
-
-def _starts_word(piece: str) -> bool:
-  # SentencePiece marks a leading space with U+2581; newlines and specials
-  # also begin a new word.
-  return piece[:1] in ("\u2581", "\n", "\t", "<") or not piece[:1].isalnum()
-
-
-class Context(NamedTuple):
-  """What a loss needs besides the network and batch (static within a run)."""
-  vocab: Vocab
-  options: dict  # cfg.objective_options as a plain dict
-
-
-class Objective(NamedTuple):
-  """A pretraining objective (see the module docstring for the loss contract)."""
-  fields: tuple[str, ...]  # batch fields the loss reads
-  examples: str  # "packed" documents, "pairs" of segments, "task" examples, or "any"
-  heads: dict[str, tuple]  # heads beside the backbone: name -> (kind, outputs or "labels")
-  needs: str  # a key of NEEDS
-  loss: Callable  # (network, batch, rng, ctx: Context) -> (loss, {name: (sum, count)})
-
-
-from research.objectives import classify, clm, mlm, nsp, qa, seq2seq, span  # noqa: E402
 
 OBJECTIVES = {
     "classify": classify.OBJECTIVE,
@@ -138,122 +86,57 @@ def heads(weights, num_labels: int = 0) -> dict[str, tuple[str, int]]:
 
 
 def combine(weights, ctx: Context) -> Callable:
-  """One loss function: the weighted sum of the active objectives' losses.
+  """One loss function: the weighted sum of the active objectives' mean losses.
 
-  Metrics are prefixed by the objective name ("clm/loss"); each objective
-  gets its own RNG stream folded from the step key.
+  `loss_fn(network, batch, rng, microbatch=0, denominators=None) -> (loss,
+  metrics)`. Each objective's loss sum is divided by `denominators[name]`
+  (its count over the whole batch, when the batch is one microbatch of
+  several) or else by its own count; summing the results over microbatches
+  gives the full-batch loss exactly. Corruptions (MLM's masking) apply first
+  and every objective then reads the same corrupted batch and one shared
+  backbone pass. Metrics are prefixed by the objective name ("clm/loss");
+  "<name>/objective" is the (sum, count) of what is optimised.
   """
   chosen = active(weights)
 
-  def loss_fn(network, batch, rng):
+  def loss_fn(network, batch, rng, microbatch=0, denominators=None):
+    p = Pass(network, batch, rng, microbatch)
+    for name in chosen:
+      if OBJECTIVES[name].corrupt is not None:
+        p = p.with_batch(OBJECTIVES[name].corrupt(p, ctx))
     total, out = 0.0, {}
-    for i, (name, weight) in enumerate(chosen.items()):
-      key = None if rng is None else jax.random.fold_in(rng, i)
-      loss, obj_metrics = OBJECTIVES[name].loss(network, batch, key, ctx)
-      total = total + weight * loss
+    for name, weight in chosen.items():
+      (loss_sum, count), obj_metrics = OBJECTIVES[name].loss(p, ctx)
+      denominator = count if denominators is None else denominators[name]
+      total = total + weight * loss_sum / jnp.maximum(denominator, 1.0)
       out.update({f"{name}/{k}": v for k, v in obj_metrics.items()})
+      out[f"{name}/objective"] = (loss_sum, count)
     return total, out
 
   return loss_fn
 
 
-def encoder_inputs(batch, backbone) -> dict:
-  """Keyword arguments for a backbone call from a batch.
-
-  Token types go only to backbones with a token-type table; others (decoders,
-  RNNs) read the pair from the separator token instead.
-  """
-  kwargs = {"segment_ids": batch["segment_ids"], "positions": batch["positions"]}
-  if "token_type_ids" in batch and hasattr(backbone, "type_embed"):
-    kwargs["token_type_ids"] = batch["token_type_ids"]
-  return kwargs
+def objective_counts(metrics: dict) -> dict:
+  """name -> count of what each objective optimises, from a `combine` loss's metrics."""
+  suffix = "/objective"
+  return {k[:-len(suffix)]: v[1] for k, v in metrics.items() if k.endswith(suffix)}
 
 
 def report(sums: dict, weights) -> dict[str, float]:
   """Plain floats from metric sums, plus the weighted total `loss`.
 
-  `perplexity` is exp(loss) only for a single objective, where it means
-  something; each objective's own `name/perplexity` is always there.
+  `loss` is what training minimises (the weighted sum of the objectives'
+  cross-entropies). `perplexity` is there only for a single objective, where
+  it means something: exp of that objective's own loss, whatever its weight;
+  each objective's own `name/perplexity` is always there.
   """
-  out = metrics.summarize(sums)
+  out = metrics.summarize({k: v for k, v in sums.items() if not k.endswith("/objective")})
   chosen = active(weights)
   out["loss"] = sum(w * out[f"{name}/loss"] for name, w in chosen.items())
   if len(chosen) == 1:
-    out["perplexity"] = math.exp(min(out["loss"], 700.0))
     name = next(iter(chosen))
+    out["perplexity"] = out[f"{name}/perplexity"]
     for key in ("accuracy",):
       if f"{name}/{key}" in out:
         out[key] = out[f"{name}/{key}"]
   return out
-
-
-def _cross_entropy_sums(logits, targets, weights):
-  """(loss sum, correct sum) of float32 logits [..., V] over weighted positions."""
-  log_z = jax.nn.logsumexp(logits, axis=-1)
-  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-  loss_sum = jnp.sum((log_z - target_logit) * weights)
-  return loss_sum, jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
-
-
-def _cross_entropy_metrics(loss_sum, correct, count):
-  loss = loss_sum / jnp.maximum(count, 1.0)
-  return loss, {"loss": (loss_sum, count), "accuracy": (correct, count)}
-
-
-def smoothed_cross_entropy(logits, labels, smoothing: float = 0.0):
-  """Cross-entropy per position [...] of logits [..., V] against labels [...].
-
-  The target puts 1 - smoothing on the label and smoothing spread uniformly.
-  """
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
-  nll = -jnp.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
-  return (1.0 - smoothing) * nll - smoothing * jnp.mean(log_probs, -1)
-
-
-def row_cross_entropy(logits, labels, valid, smoothing: float = 0.0):
-  """One label per row (classification, NSP): mean loss and (sum, count) metrics.
-
-  `valid` [B] is False on the padding rows that fill an eval batch.
-  """
-  valid = valid.astype(jnp.float32)
-  count = jnp.sum(valid)
-  loss_sum = jnp.sum(smoothed_cross_entropy(logits, labels, smoothing) * valid)
-  correct = jnp.sum((jnp.argmax(logits, -1) == labels) * valid)
-  return loss_sum / jnp.maximum(count, 1.0), {"loss": (loss_sum, count),
-                                               "accuracy": (correct, count)}
-
-
-def token_cross_entropy(logits, targets, weights):
-  """Cross-entropy and accuracy over weighted positions, as metric sums."""
-  weights = weights.astype(jnp.float32)
-  loss_sum, correct = _cross_entropy_sums(logits.astype(jnp.float32), targets, weights)
-  return _cross_entropy_metrics(loss_sum, correct, jnp.sum(weights))
-
-
-def vocab_cross_entropy(logits_fn, hidden, targets, weights, chunk: int = 0):
-  """`token_cross_entropy(logits_fn(hidden), targets, weights)`, `chunk` positions at a time.
-
-  hidden [B, T, D]; targets, weights [B, T]. With `chunk` > 0
-  (objective_options.chunked_loss), positions are taken `chunk` per row at a time
-  (every row together, so the batch keeps its sharding) and only one chunk's
-  [B, chunk, V] logits exist at once: the chunk is under `jax.checkpoint`, so the
-  backward recomputes its logits instead of keeping all of them. Equal to the
-  unchunked loss up to float summation order; costs one more logits matmul.
-  """
-  if chunk <= 0:
-    return token_cross_entropy(logits_fn(hidden), targets, weights)
-  batch, length = targets.shape
-  pad = -length % chunk  # padded positions have weight 0
-  weights = weights.astype(jnp.float32)
-
-  def chunks(x):  # [B, T, ...] -> [T / chunk, B, chunk, ...]
-    x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
-    return jnp.swapaxes(x.reshape(batch, -1, chunk, *x.shape[2:]), 0, 1)
-
-  @jax.checkpoint
-  def sums(args):
-    h, t, w = args
-    return _cross_entropy_sums(logits_fn(h).astype(jnp.float32), t, w)
-
-  loss_sums, correct = jax.lax.map(sums, (chunks(hidden), chunks(targets), chunks(weights)))
-  return _cross_entropy_metrics(jnp.sum(loss_sums), jnp.sum(correct), jnp.sum(weights))

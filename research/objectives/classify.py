@@ -9,42 +9,42 @@ import functools
 
 import jax.numpy as jnp
 
-from research import objectives
+from research.objectives import base
 
 
 POOLINGS = ("auto", "mean")
 
 
-def pooled(network, batch, rng, pooling: str = "auto"):
-  """The features [B, D] a classification head reads."""
-  hidden = network.backbone(batch["tokens"], deterministic=rng is None, rng=rng,
-                            **objectives.encoder_inputs(batch, network.backbone))
+def pool(hidden, segment_ids, causal: bool, pooling: str = "auto"):
+  """The features [B, D] a classification head reads from hidden states [B, T, D]."""
   if pooling == "mean":
-    real = (batch["segment_ids"] > 0)[..., None].astype(hidden.dtype)
+    real = (segment_ids > 0)[..., None].astype(hidden.dtype)
     return jnp.sum(hidden * real, axis=1) / jnp.maximum(jnp.sum(real, axis=1), 1)
-  if network.backbone.causal:
-    last = jnp.sum(batch["segment_ids"] > 0, axis=1) - 1
+  if causal:
+    last = jnp.sum(segment_ids > 0, axis=1) - 1
     return jnp.take_along_axis(hidden, jnp.maximum(last, 0)[:, None, None], axis=1)[:, 0]
   return hidden[:, 0]
 
 
-def class_logits(network, batch, rng=None, pooling: str = "auto"):
-  """Class logits [B, num_labels] in float32."""
-  return network.heads["classify"](pooled(network, batch, rng, pooling)).astype(jnp.float32)
+def class_logits(network, batch, pooling: str = "auto", hidden=None):
+  """Class logits [B, num_labels] in float32 (`hidden`: the backbone's pass, if computed)."""
+  if hidden is None:
+    hidden = network.backbone(batch["tokens"], **base.encoder_inputs(batch, network.backbone))
+  features = pool(hidden, batch["segment_ids"], network.backbone.causal, pooling)
+  return network.heads["classify"](features).astype(jnp.float32)
 
 
 # One function per pooling, so Trainer.predict compiles each once.
 PREDICT = {p: functools.partial(class_logits, pooling=p) for p in POOLINGS}
 
 
-def classify_loss(network, batch, rng, ctx):
-  """Mean (smoothed) cross-entropy over real rows; metrics: loss, accuracy."""
-  logits = class_logits(network, batch, rng, ctx.options["pooling"])
-  return objectives.row_cross_entropy(logits, batch["label"],
-                                      batch["segment_ids"][:, 0] > 0,
-                                      ctx.options["label_smoothing"])
+def classify_loss(p: base.Pass, ctx: base.Context):
+  """(Smoothed) cross-entropy over real rows; metrics: loss, accuracy."""
+  logits = class_logits(p.network, p.batch, ctx.options["pooling"], p.hidden())
+  return base.cross_entropy(logits, p.batch["label"], p.batch["segment_ids"][:, 0] > 0,
+                            ctx.options["label_smoothing"])
 
 
-OBJECTIVE = objectives.Objective(
+OBJECTIVE = base.Objective(
     fields=("tokens", "segment_ids", "positions", "label"), examples="task",
     heads={"classify": ("pooled", "labels")}, needs="any", loss=classify_loss)

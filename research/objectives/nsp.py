@@ -1,22 +1,21 @@
 """Next-sentence prediction (BERT): is segment B the text that follows segment A?
 
-Trains on sentence-pair examples (`data.pipeline.build_pairs`): `<cls> A
+Trains on sentence-pair examples (`data.pairs.build_pairs`): `<cls> A
 <sep> B <sep>`, token types 0 for A and 1 for B, and `nsp_label` 1 when B
-truly follows A. A 2-way head reads the pooled first (<cls>) position.
+truly follows A. A 2-way head reads the pooled first (<cls>) position of the
+step's shared backbone pass: with MLM, the masked pair, as in BERT.
 """
 
-from research import objectives
+from research.objectives import base
 
 
-def nsp_loss(network, batch, rng, ctx):
+def nsp_loss(p: base.Pass, ctx: base.Context):
   """Cross-entropy of the 2-way is-next classifier; metrics: loss, accuracy."""
   del ctx
-  hidden = network.backbone(batch["tokens"], deterministic=rng is None, rng=rng,
-                            **objectives.encoder_inputs(batch, network.backbone))
-  logits = network.heads["nsp"](hidden[:, 0])
-  return objectives.row_cross_entropy(logits, batch["nsp_label"], batch["segment_ids"][:, 0] > 0)
+  logits = p.network.heads["nsp"](p.hidden()[:, 0])
+  return base.cross_entropy(logits, p.batch["nsp_label"], p.batch["segment_ids"][:, 0] > 0)
 
 
-OBJECTIVE = objectives.Objective(
+OBJECTIVE = base.Objective(
     fields=("tokens", "segment_ids", "positions", "token_type_ids", "nsp_label"),
     examples="pairs", heads={"nsp": ("pooled", 2)}, needs="bidirectional", loss=nsp_loss)

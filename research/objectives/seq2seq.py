@@ -7,31 +7,20 @@ decoder reads `decoder_tokens` (<s> + target) and predicts `decoder_targets`
 
 import jax.numpy as jnp
 
-from research import objectives
+from research.objectives import base
 
 
-def seq2seq_loss(network, batch, rng, ctx):
-  """Token cross-entropy of the target (with label smoothing); metrics: loss, accuracy."""
-  model = network.backbone
-  deterministic = rng is None
-  encoded = model.encode(batch["tokens"], segment_ids=batch["segment_ids"],
-                         positions=batch["positions"], deterministic=deterministic, rng=rng)
+def seq2seq_loss(p: base.Pass, ctx: base.Context):
+  """Token cross-entropy of the target (optimised with label smoothing); metrics: loss, accuracy."""
+  batch = p.batch
   segments = batch["decoder_segment_ids"]
   positions = jnp.broadcast_to(jnp.arange(segments.shape[1]), segments.shape)
-  hidden = model.decode(batch["decoder_tokens"], encoded, segment_ids=segments,
-                        positions=positions, source_segment_ids=batch["segment_ids"],
-                        deterministic=deterministic, rng=rng)
-  logits = model.logits(hidden)
-  targets, weights = batch["decoder_targets"], segments > 0
-  loss, metrics = objectives.token_cross_entropy(logits, targets, weights)
-  smoothing = ctx.options["label_smoothing"]
-  if smoothing:  # smoothing changes the loss, not what is counted as correct
-    per_token = objectives.smoothed_cross_entropy(logits, targets, smoothing)
-    loss = jnp.sum(per_token * weights) / jnp.maximum(jnp.sum(weights), 1.0)
-  return loss, metrics
+  return base.encoder_decoder_loss(p, ctx, batch, batch["decoder_tokens"],
+                                   batch["decoder_targets"], segments, positions,
+                                   ctx.options["label_smoothing"])
 
 
-OBJECTIVE = objectives.Objective(
+OBJECTIVE = base.Objective(
     fields=("tokens", "segment_ids", "positions", "decoder_tokens", "decoder_targets",
             "decoder_segment_ids"),
     examples="task", heads={}, needs="encoder_decoder", loss=seq2seq_loss)

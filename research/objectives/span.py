@@ -11,7 +11,8 @@ documents stay independent; both sides keep fixed shapes [B, T].
 import jax
 import jax.numpy as jnp
 
-from research import objectives
+from research.errors import ConfigError
+from research.objectives import base
 
 
 def _span_lengths(rng, total: int, num_spans: int):
@@ -21,10 +22,41 @@ def _span_lengths(rng, total: int, num_spans: int):
   return jnp.bincount(jnp.cumsum(first), length=num_spans)
 
 
+def span_counts(length: int, density: float, mean_span: float) -> tuple[int, int]:
+  """(noise tokens, noise spans) that `noise_mask` draws in a row of `length` tokens."""
+  num_noise = min(max(round(length * density), 1), length - 1)
+  return num_noise, max(round(num_noise / mean_span), 1)
+
+
+def check_fits(length: int, density: float, mean_span: float, num_sentinels: int) -> None:
+  """ConfigError unless every span has its own sentinel and the targets fit the row.
+
+  A document meets each of its row's spans at most once, so it has at most
+  num_spans spans. The targets hold every noise token and a sentinel per
+  span, and a document boundary cuts a span in two: in rows of short
+  documents every noise token can be a span, so 2 * num_noise must fit.
+  The encoder inputs (kept tokens plus a sentinel per span) always fit.
+  """
+  num_noise, num_spans = span_counts(length, density, mean_span)
+  if num_sentinels == 0:
+    raise ConfigError("span corruption needs sentinel ids, which this tokenizer lacks; "
+                      "use a Trellis tokenizer (data.tokenizer='')")
+  if num_spans > num_sentinels:
+    raise ConfigError(
+        f"span corruption of {length}-token rows at noise_density={density} makes {num_spans} "
+        f"spans, more than the {num_sentinels} sentinel ids; raise "
+        f"objective_options.mean_span_length to >= {num_noise / num_sentinels:.2f} "
+        f"(now {mean_span}) or lower data.seq_len")
+  if 2 * num_noise > length:
+    raise ConfigError(
+        f"objective_options.noise_density={density} corrupts {num_noise} of {length} tokens: "
+        f"with a sentinel per span the targets can need {2 * num_noise} positions, more than "
+        "the row; use noise_density <= 0.5")
+
+
 def noise_mask(rng, length: int, density: float, mean_span: float):
   """Bool [length]: T5's random_spans_noise_mask (exact noise count, random spans)."""
-  num_noise = min(max(round(length * density), 1), length - 1)
-  num_spans = max(round(num_noise / mean_span), 1)
+  num_noise, num_spans = span_counts(length, density, mean_span)
   noise_key, keep_key = jax.random.split(rng)
   noise = _span_lengths(noise_key, num_noise, num_spans)
   keep = _span_lengths(keep_key, length - num_noise, num_spans)
@@ -49,11 +81,22 @@ def _positions(segment_ids):
   return index - jax.lax.cummax(jnp.where(new, index, 0), axis=1)
 
 
-def corrupt(tokens, segment_ids, rng, vocab, density: float = 0.15, mean_span: float = 3.0):
-  """Encoder inputs and decoder targets, each {tokens, segment_ids, positions} [B, T]."""
+def corrupt(tokens, segment_ids, rng, vocab, density: float = 0.15, mean_span: float = 3.0,
+            row_keys=None):
+  """Encoder inputs and decoder targets, each {tokens, segment_ids, positions} [B, T].
+
+  Row b's spans come from `row_keys[b]` (default: `rng` split per row), so a
+  row is corrupted alike whichever microbatch it lands in.
+
+  Raises ConfigError (while tracing) where spans would outnumber the sentinels
+  or the targets could outgrow the row (`check_fits`).
+  """
   batch, length = tokens.shape
+  check_fits(length, density, mean_span, len(vocab.sentinel_ids))
+  if row_keys is None:
+    row_keys = jax.random.split(rng, batch)
   noise = jax.vmap(lambda k: noise_mask(k, length, density, mean_span))(
-      jax.random.split(rng, batch)) & (segment_ids > 0)
+      row_keys) & (segment_ids > 0)
   prev_noise = jnp.pad(noise[:, :-1], ((0, 0), (1, 0)))
   prev_segment = jnp.pad(segment_ids[:, :-1], ((0, 0), (1, 0)))
   span_start = noise & ~(prev_noise & (prev_segment == segment_ids))
@@ -62,7 +105,7 @@ def corrupt(tokens, segment_ids, rng, vocab, density: float = 0.15, mean_span: f
   spans_before = jnp.cumsum(span_start, axis=1) - span_start
   at_doc_start = jax.lax.cummax(jnp.where(doc_start, spans_before, 0), axis=1)
   sentinels = jnp.asarray(vocab.sentinel_ids)
-  sentinel = sentinels[(spans_before - at_doc_start) % len(vocab.sentinel_ids)]
+  sentinel = sentinels[spans_before - at_doc_start]  # < len(sentinels): check_fits
 
   keep = ~noise | span_start
   source = jnp.where(span_start, sentinel, tokens)
@@ -78,30 +121,19 @@ def corrupt(tokens, segment_ids, rng, vocab, density: float = 0.15, mean_span: f
   return inputs, targets
 
 
-def span_loss(network, batch, rng, ctx):
+def span_loss(p: base.Pass, ctx: base.Context):
   """Cross-entropy of the decoder's predictions of the corrupted spans."""
   options, vocab = ctx.options, ctx.vocab
-  key = jax.random.PRNGKey(0) if rng is None else rng
-  corrupt_key, encode_key, decode_key = jax.random.split(key, 3)
-  inputs, targets = corrupt(batch["tokens"], batch["segment_ids"], corrupt_key, vocab,
-                            options["noise_density"], options["mean_span_length"])
-  model = network.backbone
-  deterministic = rng is None
-  encoded = model.encode(inputs["tokens"], segment_ids=inputs["segment_ids"],
-                         positions=inputs["positions"], deterministic=deterministic,
-                         rng=None if deterministic else encode_key)
+  inputs, targets = corrupt(p.batch["tokens"], p.batch["segment_ids"], None, vocab,
+                            options["noise_density"], options["mean_span_length"],
+                            row_keys=p.row_keys("noise"))
   # Teacher forcing: the decoder reads the targets shifted right, bos first per document.
-  seg = targets["segment_ids"]
   shifted = jnp.pad(targets["tokens"][:, :-1], ((0, 0), (1, 0)))
-  first = targets["positions"] == 0
-  decoder_in = jnp.where(first, vocab.bos_id, shifted)
-  hidden = model.decode(decoder_in, encoded, segment_ids=seg, positions=targets["positions"],
-                        source_segment_ids=inputs["segment_ids"], deterministic=deterministic,
-                        rng=None if deterministic else decode_key)
-  return objectives.vocab_cross_entropy(model.logits, hidden, targets["tokens"], seg > 0,
-                                        options["chunked_loss"])
+  decoder_in = jnp.where(targets["positions"] == 0, vocab.bos_id, shifted)
+  return base.encoder_decoder_loss(p, ctx, inputs, decoder_in, targets["tokens"],
+                                   targets["segment_ids"], targets["positions"])
 
 
-OBJECTIVE = objectives.Objective(fields=("tokens", "segment_ids", "positions"),
+OBJECTIVE = base.Objective(fields=("tokens", "segment_ids", "positions"),
                                  examples="packed", heads={}, needs="encoder_decoder",
                                  loss=span_loss)
