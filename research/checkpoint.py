@@ -13,6 +13,7 @@ position), so a checkpoint written by N processes restores in M processes.
 import os
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from research.errors import CheckpointError
@@ -42,16 +43,31 @@ class Checkpoints:
     """(state, data_state, meta) at `step`, placed by `abstract_state`'s shardings.
 
     `abstract_state` is a tree of `jax.ShapeDtypeStruct` with `sharding` set,
-    so a checkpoint written on one mesh restores onto any other.
+    so a checkpoint written on one mesh restores onto any other. Params saved
+    under an older name (models.transformer.legacy_names) restore under today's.
     """
     try:
+      renamed = self._legacy_names(step, abstract_state)
       restored = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
-          meta=ocp.args.JsonRestore()))
+          state=ocp.args.StandardRestore(rename_keys(abstract_state, renamed)),
+          data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
     except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
       first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
       raise CheckpointError(f"cannot restore {self.directory}/{step}: {first_line}") from e
-    return restored.state, restored.data, restored.meta
+    state = rename_keys(restored.state, {old: new for new, old in renamed.items()})
+    return state, restored.data, restored.meta
+
+  def _legacy_names(self, step: int, abstract_state) -> dict[str, str]:
+    """{param name: the older name the checkpoint at `step` holds it under}."""
+    from research.models import transformer  # late: the models import jax
+    params = abstract_state.get("params") if isinstance(abstract_state, dict) else None
+    renames = transformer.legacy_names(params or {})
+    if not renames:
+      return {}
+    with ocp.StandardCheckpointer() as reader:  # the saved tree, without reading arrays
+      metadata = reader.metadata(os.path.join(self.directory, str(step), "state"))
+    saved = set(metadata.item_metadata["params"].keys())
+    return {new: old for new, old in renames.items() if new not in saved and old in saved}
 
   def read_meta(self, step: int) -> dict:
     """The metadata item alone (lineage, config) without touching the arrays."""
@@ -63,6 +79,37 @@ class Checkpoints:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def rename_keys(tree, rename: dict):
+  """`tree` with every dict key k (params, and the optimizer moments keyed alike) renamed."""
+  if not rename:
+    return tree
+  if isinstance(tree, dict):
+    return {rename.get(k, k): rename_keys(v, rename) for k, v in tree.items()}
+  if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # optax states are NamedTuples
+    return type(tree)(*(rename_keys(v, rename) for v in tree))
+  if isinstance(tree, (tuple, list)):
+    return type(tree)(rename_keys(v, rename) for v in tree)
+  return tree
+
+
+def check_params(params: dict, abstract: dict, source: str) -> None:
+  """CheckpointError (one line) unless each of `params` is a param of `abstract`, of its shape.
+
+  Every path that seeds a run with given params (a Trellis workdir, a Hugging
+  Face folder) is checked here, before anything compiles.
+  """
+  unknown = sorted(set(params) - set(abstract))
+  if unknown:
+    more = f" (+{len(unknown) - 3} more)" if len(unknown) > 3 else ""
+    raise CheckpointError(f"{source}: the network has no param {', '.join(unknown[:3])}{more}; "
+                          "the source and the config describe different models")
+  for name, value in params.items():
+    if tuple(np.shape(value)) != tuple(abstract[name].shape):
+      raise CheckpointError(f"{source}: {name} has shape {list(np.shape(value))} but the "
+                            f"network's is {list(abstract[name].shape)}; the source and the "
+                            "config describe different models")
 
 
 def abstract_with_shardings(tree, shardings):

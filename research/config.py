@@ -35,8 +35,13 @@ OPEN_FIELDS = ("objectives",)
 
 # Fields that must match for a checkpoint to be restored into a run.
 COMPATIBILITY_FIELDS = ("model", "data.vocab_size", "data.seq_len")
-# Model fields that change how, not what, the network computes: free to change on resume.
-EXECUTION_FIELDS = ("remat", "attention")
+# Model fields that leave the params as they are: how the network is executed (remat,
+# attention, scan_layers: params are converted between layouts), its compute dtype
+# (params stay float32) and its regularisation (dropout rates). They are free to change
+# on resume, and a fine-tuning run keeps its own values of them; every other model field
+# is the architecture, fixed by the checkpoint (resume) or the source (fine-tuning).
+FREE_MODEL_FIELDS = ("remat", "attention", "scan_layers", "dtype", "dropout",
+                     "attention_dropout")
 
 # Head dims cuDNN flash attention takes (jax 0.10: a multiple of 8, at most 128 before
 # Hopper and 256 from Hopper on; the larger bound is checked here, cuDNN checks the rest).
@@ -61,6 +66,8 @@ def default_config() -> ml_collections.ConfigDict:
   m.norm = "rmsnorm"  # rmsnorm | layernorm
   m.mlp = "gelu"  # gelu | swiglu
   m.dropout = 0.0  # dropout on residual branches and attention output
+  m.attention_dropout = 0.0  # Transformer: dropout on the attention probabilities (BERT's
+  #   attention_probs_dropout_prob); 0 keeps the fused jax.nn.dot_product_attention
   m.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
   m.tie_embeddings = True  # output head shares the token embedding matrix
   m.rope_base = 10000.0  # RoPE frequency base
@@ -74,6 +81,9 @@ def default_config() -> ml_collections.ConfigDict:
   # Numerics that imported checkpoints fix (research/hf.py; BERT: 1e-12 and exact GELU).
   m.norm_eps = 1e-6  # epsilon of every LayerNorm/RMSNorm
   m.gelu_approximate = True  # MLP GELU: tanh approximation (GPT-2) or exact erf (BERT)
+  # Transformer vocabulary head (model.logits), as BERT's MLM head; set by a BERT import.
+  m.vocab_transform = False  # dense + GELU + norm on the hidden states before the logits
+  m.vocab_bias = False  # a learned per-token bias added to the logits
   # Memory and speed: how the same function is computed (params and results unchanged).
   m.remat = "none"  # none | minimal | full: recompute block activations in the backward
   #   (minimal keeps the weight matmuls' outputs, full only each block's input)
@@ -140,7 +150,7 @@ def default_config() -> ml_collections.ConfigDict:
   t.warmup_steps = 10  # linear warmup from 0 to lr
   t.schedule = "cosine"  # cosine | linear | constant (after warmup)
   t.min_lr_ratio = 0.1  # final lr as a fraction of lr (cosine/linear)
-  t.weight_decay = 0.1  # AdamW decay, applied to matrices only
+  t.weight_decay = 0.1  # AdamW decay: kernels and embedding tables only (no biases, norms)
   t.b1 = 0.9  # Adam beta1
   t.b2 = 0.95  # Adam beta2
   t.eps = 1e-8  # Adam epsilon
@@ -237,6 +247,15 @@ def validate(cfg, num_devices: int) -> None:
   _check(m.width % m.num_heads == 0,
          f"model.num_heads={m.num_heads} does not divide model.width={m.width}")
   _check(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}")
+  _check(0.0 <= m.attention_dropout < 1.0,
+         f"model.attention_dropout must be in [0, 1), got {m.attention_dropout}")
+  _check(m.arch == "transformer" or not (m.attention_dropout or m.vocab_transform
+                                         or m.vocab_bias),
+         f"model.attention_dropout, vocab_transform and vocab_bias need "
+         f"model.arch=transformer, not {m.arch}")
+  _check(m.attention != "cudnn" or m.attention_dropout == 0,
+         "model.attention=cudnn has no attention-probability dropout: set "
+         "model.attention_dropout=0 or model.attention=auto")
   _check(m.norm_eps > 0, f"model.norm_eps must be positive, got {m.norm_eps}")
   for name in ("type_vocab_size", "rnn_hidden"):
     _check(m[name] >= 0, f"model.{name} must be >= 0, got {m[name]}")
@@ -263,10 +282,19 @@ def validate(cfg, num_devices: int) -> None:
   _check(o.mean_span_length >= 1, "objective_options.mean_span_length must be >= 1")
   _check(0 <= o.nsp_random_rate <= 1, "objective_options.nsp_random_rate must be in [0, 1]")
   _check(o.chunked_loss >= 0, f"objective_options.chunked_loss must be >= 0, got {o.chunked_loss}")
+  if cfg.objectives.get("span", 0) > 0:
+    from research.data.tokenizer import NUM_SENTINELS  # every Trellis tokenizer has them
+    from research.objectives import span
+    span.check_fits(d.seq_len, o.noise_density, o.mean_span_length, NUM_SENTINELS)
 
   _check(d.seq_len > 1, f"data.seq_len must be > 1, got {d.seq_len}")
   _check(d.seq_len <= m.max_len,
          f"data.seq_len={d.seq_len} is above model.max_len={m.max_len}")
+  # Decoder targets run positions 0 .. target_len - 1 through the position table.
+  _check(m.position != "learned" or cfg.objectives.get("seq2seq", 0) == 0
+         or d.target_len <= m.max_len,
+         f"data.target_len={d.target_len} is above model.max_len={m.max_len} "
+         "(model.position=learned); lower data.target_len or raise model.max_len")
   _check(d.vocab_size >= 64, f"data.vocab_size must be >= 64, got {d.vocab_size}")
   _check(0.0 < d.eval_fraction < 1.0 or d.eval_files,
          f"data.eval_fraction must be in (0, 1), got {d.eval_fraction}")
@@ -326,6 +354,8 @@ def check_compatible(saved: dict, cfg) -> None:
   """Raises ConfigError if a workdir's saved config cannot resume as `cfg`."""
   new = cfg.to_dict()
   saved_model = saved.get("model") if isinstance(saved.get("model"), dict) else {}
+  if saved_model:  # a run saved before a model field existed has its default
+    saved = dict(saved, model={**default_config().model.to_dict(), **saved_model})
   # Runs saved before model.scan_layers existed hold per-layer params.
   old_scan = saved_model.get("scan_layers", False)
   if old_scan != new["model"]["scan_layers"]:
@@ -339,11 +369,10 @@ def check_compatible(saved: dict, cfg) -> None:
     except KeyError:
       old_value = None
     if field == "model" and isinstance(old_value, dict):
-      # Execution fields may differ, or be absent from runs saved before they existed;
-      # scan_layers was compared above.
-      skip = EXECUTION_FIELDS + ("scan_layers",)
-      old_value = {k: v for k, v in old_value.items() if k not in skip}
-      new = dict(new, model={k: v for k, v in new["model"].items() if k not in skip})
+      # Free fields may differ; scan_layers (the params layout) was compared above.
+      old_value = {k: v for k, v in old_value.items() if k not in FREE_MODEL_FIELDS}
+      new = dict(new, model={k: v for k, v in new["model"].items()
+                             if k not in FREE_MODEL_FIELDS})
     if old_value != _get(new, field):
       raise ConfigError(
           f"the workdir holds a different run: {field} was {json.dumps(old_value)}, "

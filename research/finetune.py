@@ -10,6 +10,11 @@ scores predictions. `cfg.init_from` says where the weights come from:
   "minilm-l6"       the built-in MiniLM (all-MiniLM-L6-v2), or
   an HF folder      a BERT config.json + model.safetensors and its WordPiece tokenizer
 
+A source fixes every model field but the free ones (config.FREE_MODEL_FIELDS:
+execution, compute dtype, dropout rates), which stay the fine-tuning config's;
+an imported BERT's own dropout rates are named in one printed line.
+Trainer.init checks the source's params against the network (one error line).
+
 The run selects its best validation checkpoint (train.best_metric, the
 task's metric by default) and reports that checkpoint's test metrics.
 """
@@ -29,9 +34,8 @@ from research.errors import CheckpointError, ConfigError
 from research.models import Network
 from research.tasks import TASKS
 
-# Model fields a source run fixes; the rest (dropout, dtype) stay the fine-tuning config's.
-_INHERITED = ("arch", "kind", "num_layers", "width", "num_heads", "mlp_dim", "vocab_size",
-              "max_len", "position", "norm", "mlp", "tie_embeddings", "rope_base")
+# Free fields whose source value differs from the run's are named (regularisation).
+_NOTED_FREE_FIELDS = ("dropout", "attention_dropout")
 
 
 class Source(NamedTuple):
@@ -56,6 +60,26 @@ def _layer_layout(params: dict, cfg) -> dict:
   return transformer.stack_layers(params) if cfg.model.scan_layers else params
 
 
+def _fixed_fields(name: str, overrides: dict, cfg) -> dict:
+  """The `model.*` overrides a source fixes: all but config.FREE_MODEL_FIELDS.
+
+  The free ones stay the fine-tuning config's; a source's differing dropout rate
+  is named in one printed line, so the run's value is a visible choice.
+  """
+  fixed, theirs, ours = {}, [], []
+  for key, value in overrides.items():
+    field = key.split(".", 1)[1]
+    if field not in config_lib.FREE_MODEL_FIELDS:
+      fixed[key] = value
+    elif field in _NOTED_FREE_FIELDS and value != cfg.model[field]:
+      theirs.append(f"{key}={value}")
+      ours.append(f"{key}={cfg.model[field]}")
+  if theirs and jax.process_index() == 0:
+    print(f"trellis: init_from={name} was trained with {', '.join(theirs)}; this run keeps "
+          f"its config's {', '.join(ours)}", flush=True)
+  return fixed
+
+
 def load_source(cfg, heads: dict) -> Source | None:
   """The pretrained weights, tokenizer and lineage named by cfg.init_from (None: scratch)."""
   from research import hf
@@ -65,7 +89,7 @@ def load_source(cfg, heads: dict) -> Source | None:
     return None
   if _is_workdir(name):
     src_cfg, _, params, step = train.restore_params(name)
-    model = {f"model.{k}": src_cfg.model[k] for k in _INHERITED if k in src_cfg.model}
+    model = _fixed_fields(name, {f"model.{k}": v for k, v in src_cfg.model.items()}, cfg)
     if cfg.model.arch != src_cfg.model.arch or cfg.model.kind != src_cfg.model.kind:
       raise ConfigError(
           f"init_from={name} is a {src_cfg.model.arch} {src_cfg.model.kind} but the config asks "
@@ -79,6 +103,7 @@ def load_source(cfg, heads: dict) -> Source | None:
   if not folder.is_dir():
     raise CheckpointError(f"init_from={name} is neither a Trellis workdir nor a model folder")
   model, params = hf.import_bert(folder, heads, scan_layers=cfg.model.scan_layers)
+  model = _fixed_fields(name, model, cfg)
   if cfg.model.arch != model["model.arch"] or cfg.model.kind != model["model.kind"]:
     raise ConfigError(f"init_from={name} is a BERT encoder but the config asks for "
                       f"model.arch={cfg.model.arch} model.kind={cfg.model.kind}")

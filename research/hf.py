@@ -10,7 +10,7 @@ BERT maps onto the Trellis Transformer encoder with post-LN blocks
   embeddings.word_embeddings          backbone/embed/embedding
   embeddings.position_embeddings      backbone/pos_embed
   embeddings.token_type_embeddings    backbone/type_embed
-  embeddings.LayerNorm                backbone/final_norm (post-LN: at the input)
+  embeddings.LayerNorm                backbone/embed_norm (post-LN: on the embeddings)
   encoder.layer.i.attention.self.q/k/v   backbone/blocks/i/attn/query|key|value
   encoder.layer.i.attention.output.dense backbone/blocks/i/attn/out
   encoder.layer.i.attention.output.LayerNorm  backbone/blocks/i/attn_norm
@@ -18,9 +18,19 @@ BERT maps onto the Trellis Transformer encoder with post-LN blocks
   encoder.layer.i.output.dense        backbone/blocks/i/mlp/down
   encoder.layer.i.output.LayerNorm    backbone/blocks/i/mlp_norm
   pooler.dense                        heads/<h>/pool of every "pooled" head
+  cls.seq_relationship                heads/nsp/out (BERT's NSP head, on the pooler)
+  cls.predictions.transform.dense     backbone/vocab_transform/dense   (BERT's MLM
+  cls.predictions.transform.LayerNorm backbone/vocab_transform/norm     head: model.
+  cls.predictions.bias                backbone/vocab_bias/bias          vocab_transform
+  cls.predictions.decoder             the tied word embeddings          and vocab_bias)
 
-A `model.scan_layers=True` encoder holds `backbone/blocks/<rest>` with layer i
-at [i] instead (models.transformer.stack_layers); both import and export.
+The pooler and the NSP and MLM heads are optional: a checkpoint without a
+pooler (sentence-transformers exports) imports with the pooled heads' `pool`
+layers fresh. Tensors are saved under `bert.` with `cls.` heads
+(BertForPreTraining, BertForMaskedLM, BertForNextSentencePrediction) when
+heads are exported, as BertModel's names otherwise. A `model.scan_layers=True`
+encoder holds `backbone/blocks/<rest>` with layer i at [i] instead
+(models.transformer.stack_layers); both import and export.
 
 Linear weights are [out, in] in PyTorch and [in, out] here (transposed);
 LayerNorm weight/bias are scale/bias. BERT's attention mask is Trellis'
@@ -45,6 +55,8 @@ BUILTIN_MODELS = ("minilm-l6",)
 # Tensors of other BERT classes' heads (MLM, NSP, classifiers, QA), and
 # buffers: known, and reported as unused instead of refused.
 _OTHER_HEADS = ("cls.", "classifier.", "qa_outputs.", "embeddings.position_ids")
+# The NSP objective's head (research/objectives/nsp.py): BERT's cls.seq_relationship.
+NSP_HEAD = "nsp"
 # hidden_act -> model.gelu_approximate ("gelu_new" is the tanh approximation).
 _GELU = {"gelu": False, "gelu_new": True, "gelu_pytorch_tanh": True}
 _WEIGHT_FILES = ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack", "model.ckpt.index")
@@ -93,12 +105,15 @@ def bert_config_to_model(hf_config: dict) -> dict:
         "model.mlp": "gelu", "model.gelu_approximate": _GELU[act],
         "model.norm_eps": float(c.get("layer_norm_eps", 1e-12)),
         "model.tie_embeddings": True, "model.dropout": float(c.get("hidden_dropout_prob", 0.1)),
+        "model.attention_dropout": float(c.get("attention_probs_dropout_prob", 0.1)),
+        # Set by import_bert when the checkpoint carries the MLM head.
+        "model.vocab_transform": False, "model.vocab_bias": False,
     }
   except KeyError as e:
     raise CheckpointError(f"BERT config.json lacks {e.args[0]!r}") from None
 
 
-def model_to_bert_config(model_cfg, pad_id: int = 0) -> dict:
+def model_to_bert_config(model_cfg, pad_id: int = 0, architecture: str = "BertModel") -> dict:
   """The Hugging Face config.json of a BERT-shaped Trellis encoder config.
 
   Raises:
@@ -112,21 +127,31 @@ def model_to_bert_config(model_cfg, pad_id: int = 0) -> dict:
     if m[field] != value:
       raise CheckpointError(f"cannot export as BERT: it needs model.{field}={value!r}, "
                             f"not {m[field]!r}")
+  if m.vocab_transform != m.vocab_bias:
+    raise CheckpointError("cannot export as BERT: its MLM head has both the transform and the "
+                          f"bias, not model.vocab_transform={m.vocab_transform} and "
+                          f"model.vocab_bias={m.vocab_bias}")
   return {
-      "architectures": ["BertModel"], "model_type": "bert",
+      "architectures": [architecture], "model_type": "bert",
       "hidden_act": "gelu_new" if m.gelu_approximate else "gelu",
       "hidden_size": m.width, "num_hidden_layers": m.num_layers,
       "num_attention_heads": m.num_heads, "intermediate_size": m.mlp_dim or 4 * m.width,
       "vocab_size": m.vocab_size, "max_position_embeddings": m.max_len,
       "type_vocab_size": max(m.type_vocab_size, 1), "layer_norm_eps": m.norm_eps,
-      "hidden_dropout_prob": m.dropout, "attention_probs_dropout_prob": 0.0,
+      "hidden_dropout_prob": m.dropout, "attention_probs_dropout_prob": m.attention_dropout,
       "position_embedding_type": "absolute", "pad_token_id": pad_id,
       "initializer_range": 0.02, "dtype": "float32",
+      "tie_word_embeddings": bool(m.tie_embeddings or not m.vocab_transform),
   }
 
 
-def _name_map(num_layers: int, pooled_heads) -> dict[str, tuple[str, bool]]:
-  """HF tensor name -> (Trellis param name, whether it is a transposed Linear weight)."""
+def _name_map(num_layers: int, pooled_heads, *, nsp: bool = False, mlm: bool = False,
+              tied: bool = True) -> dict[str, tuple[str, bool]]:
+  """HF tensor name -> (Trellis param name, whether it is a transposed Linear weight).
+
+  `pooled_heads` take the pooler; `nsp` adds the NSP head (on NSP_HEAD's pool), `mlm`
+  the MLM head (and, not `tied`, its own decoder: the Trellis `head`).
+  """
   pairs = {"embeddings.word_embeddings.weight": ("backbone/embed/embedding", False),
            "embeddings.position_embeddings.weight": ("backbone/pos_embed", False),
            "embeddings.token_type_embeddings.weight": ("backbone/type_embed", False)}
@@ -137,7 +162,7 @@ def _name_map(num_layers: int, pooled_heads) -> dict[str, tuple[str, bool]]:
   def layernorm(hf, ours):
     pairs[f"{hf}.weight"], pairs[f"{hf}.bias"] = (f"{ours}/scale", False), (f"{ours}/bias", False)
 
-  layernorm("embeddings.LayerNorm", "backbone/final_norm")
+  layernorm("embeddings.LayerNorm", "backbone/embed_norm")
   for i in range(num_layers):
     hf, ours = f"encoder.layer.{i}", f"backbone/blocks/{i}"
     for proj in ("query", "key", "value"):
@@ -149,6 +174,14 @@ def _name_map(num_layers: int, pooled_heads) -> dict[str, tuple[str, bool]]:
     layernorm(f"{hf}.output.LayerNorm", f"{ours}/mlp_norm")
   for head in pooled_heads:
     linear("pooler.dense", f"heads/{head}/pool")
+  if nsp:
+    linear("cls.seq_relationship", f"heads/{NSP_HEAD}/out")
+  if mlm:
+    linear("cls.predictions.transform.dense", "backbone/vocab_transform/dense")
+    layernorm("cls.predictions.transform.LayerNorm", "backbone/vocab_transform/norm")
+    pairs["cls.predictions.bias"] = ("backbone/vocab_bias/bias", False)
+    if not tied:
+      pairs["cls.predictions.decoder.weight"] = ("backbone/head/kernel", True)
   return pairs
 
 
@@ -203,9 +236,13 @@ def _strip_prefix(tensors: dict) -> dict:
   if any(k.startswith("bert.") for k in tensors):
     tensors = {k[5:] if k.startswith("bert.") else k: v for k, v in tensors.items()}
   # Checkpoints from the original TF code name LayerNorm params gamma/beta.
-  return {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta",
-                                                                    "LayerNorm.bias"): v
-          for k, v in tensors.items()}
+  tensors = {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta",
+                                                                      "LayerNorm.bias"): v
+             for k, v in tensors.items()}
+  # The MLM decoder's bias is cls.predictions.bias (tied): older saves may keep either name.
+  if "cls.predictions.decoder.bias" in tensors and "cls.predictions.bias" not in tensors:
+    tensors["cls.predictions.bias"] = tensors.pop("cls.predictions.decoder.bias")
+  return tensors
 
 
 def _pooled_heads(heads: dict | None) -> list[str]:
@@ -220,6 +257,17 @@ def _abstract_params(overrides: dict, heads: dict | None) -> dict:
   return define_network(cfg, dict(heads or {}))[1]
 
 
+def _mlm_head(config: dict, tensors: dict) -> dict | None:
+  """The model overrides of the checkpoint's MLM head (None: it has none)."""
+  if "cls.predictions.transform.dense.weight" not in tensors:
+    return None
+  tied = bool(config.get("tie_word_embeddings", True))
+  if tied and "embeddings.word_embeddings.weight" not in tensors:
+    # A tied save may keep the shared matrix under the decoder's name only.
+    tensors["embeddings.word_embeddings.weight"] = tensors.get("cls.predictions.decoder.weight")
+  return {"model.vocab_transform": True, "model.vocab_bias": True, "model.tie_embeddings": tied}
+
+
 def import_bert(folder, heads: dict | None = None, *,
                 scan_layers: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
   """(model overrides, params) of a Hugging Face BERT folder, for a Trellis Network.
@@ -228,8 +276,12 @@ def import_bert(folder, heads: dict | None = None, *,
     folder: a model folder (config.json + model.safetensors).
     heads: the task network's heads, {name: (kind, outputs)} as Network takes
       them; BERT's pooler initialises the `pool` layer of every "pooled"
-      head. Tensors without a place (the pooler when there is no pooled
-      head, MLM/NSP/classifier heads) are named on stderr as unused.
+      head (a checkpoint without a pooler leaves them fresh, and says so on
+      stderr), and BERT's NSP head the `out` layer of the NSP_HEAD head.
+      The MLM head, when the checkpoint has one, becomes the encoder's
+      vocabulary head (model.vocab_transform, model.vocab_bias). Tensors
+      without a place (the pooler when there is no pooled head, classifier
+      heads) are named on stderr as unused.
 
   Returns:
     `overrides`: dotted `model.*` config values (`cfg.update_from_flattened_dict`);
@@ -244,11 +296,18 @@ def import_bert(folder, heads: dict | None = None, *,
   """
   from research.models import transformer  # late: jax is set up after the config is read
   folder = pathlib.Path(folder)
-  overrides = bert_config_to_model(read_config(folder))
+  config = read_config(folder)
+  overrides = bert_config_to_model(config)
   tensors = _strip_prefix(read_safetensors(folder))
-  pairs = _name_map(overrides["model.num_layers"], _pooled_heads(heads))
+  mlm = _mlm_head(config, tensors)
+  overrides.update(mlm or {})
+  pooled = _pooled_heads(heads)
+  has_pooler = "pooler.dense.weight" in tensors
+  nsp = has_pooler and NSP_HEAD in pooled and "cls.seq_relationship.weight" in tensors
+  pairs = _name_map(overrides["model.num_layers"], pooled if has_pooler else [], nsp=nsp,
+                    mlm=mlm is not None, tied=overrides["model.tie_embeddings"])
   abstract = _abstract_params(overrides, heads)
-  missing = [hf for hf in pairs if hf not in tensors]
+  missing = [hf for hf in pairs if tensors.get(hf) is None]
   if missing:
     raise CheckpointError(f"{folder}: missing BERT tensors: {_few(missing)}")
   unknown = [k for k in tensors if k not in pairs and not k.startswith(_OTHER_HEADS + ("pooler.",))]
@@ -263,18 +322,37 @@ def import_bert(folder, heads: dict | None = None, *,
                             f"config.json implies {list(abstract[name].shape)} "
                             f"for {name}")
     params[name] = np.ascontiguousarray(value)
-  unused = [k for k in tensors if k not in pairs and k != "embeddings.position_ids"]
+  # The tied decoder is the word embeddings (imported); position_ids is a buffer.
+  known = {"embeddings.position_ids"} | ({"cls.predictions.decoder.weight"}
+                                         if mlm and mlm["model.tie_embeddings"] else set())
+  unused = [k for k in tensors if k not in pairs and k not in known]
   if unused:
     print(f"trellis: {folder}: not used by this network: {_few(unused)}", file=sys.stderr)
+  if pooled and not has_pooler:
+    fresh = ", ".join(f"heads/{h}/pool" for h in pooled)
+    print(f"trellis: {folder} has no pooler (pooler.dense): {fresh} "
+          f"start{'s' if len(pooled) == 1 else ''} fresh", file=sys.stderr)
   if scan_layers:
     overrides["model.scan_layers"] = True
     params = transformer.stack_layers(params)
   return overrides, params
 
 
+def _bert_heads(model_cfg, params: dict, pooler_head: str | None) -> tuple[bool, bool, str]:
+  """(export the NSP head, export the MLM head, the transformers class) of Trellis params."""
+  nsp = pooler_head == NSP_HEAD and f"heads/{NSP_HEAD}/out/kernel" in params
+  mlm = bool(model_cfg.vocab_transform and model_cfg.vocab_bias)
+  architecture = {(True, True): "BertForPreTraining", (False, True): "BertForMaskedLM",
+                  (True, False): "BertForNextSentencePrediction"}.get((nsp, mlm), "BertModel")
+  return nsp, mlm, architecture
+
+
 def _params_to_bert(model_cfg, params: dict, pooler_head: str | None) -> dict[str, np.ndarray]:
-  """BertModel tensors (PyTorch layout) of Trellis params."""
-  pairs = _name_map(model_cfg.num_layers, [pooler_head] if pooler_head else [])
+  """BERT tensors (PyTorch layout) of Trellis params: BertModel's names, or with heads
+  `bert.`-prefixed next to the `cls.` heads (BertForPreTraining's layout)."""
+  nsp, mlm, _ = _bert_heads(model_cfg, params, pooler_head)
+  pairs = _name_map(model_cfg.num_layers, [pooler_head] if pooler_head else [], nsp=nsp,
+                    mlm=mlm, tied=model_cfg.tie_embeddings)
   tensors = {}
   for hf, (name, transpose) in pairs.items():
     if name not in params:
@@ -285,11 +363,13 @@ def _params_to_bert(model_cfg, params: dict, pooler_head: str | None) -> dict[st
     # BertModel always adds a type embedding; a zero table adds nothing.
     tensors["embeddings.token_type_embeddings.weight"] = np.zeros((1, model_cfg.width),
                                                                   np.float32)
+  if nsp or mlm:
+    tensors = {k if k.startswith("cls.") else f"bert.{k}": v for k, v in tensors.items()}
   return tensors
 
 
 def export_bert(cfg, params: dict, folder, tokenizer=None, pooler_head: str | None = None):
-  """Writes a Trellis encoder as a Hugging Face BERT folder `BertModel` loads.
+  """Writes a Trellis encoder as a Hugging Face BERT folder transformers loads.
 
   Args:
     cfg: the run config (its `model` block must be BERT-shaped, see
@@ -302,6 +382,11 @@ def export_bert(cfg, params: dict, folder, tokenizer=None, pooler_head: str | No
       `data.hf_tokenizer.load_tokenizer` reads back; transformers does not).
     pooler_head: a pooled head whose `pool` layer becomes BERT's pooler;
       None leaves the pooler out (transformers then initialises it afresh).
+      NSP_HEAD also exports its `out` layer as BERT's NSP head.
+
+  The MLM head (model.vocab_transform and model.vocab_bias) is exported too;
+  config.json names the class holding what was written (BertForPreTraining,
+  BertForMaskedLM, BertForNextSentencePrediction or BertModel).
   """
   from research.models import transformer  # late: jax is set up after the config is read
   # Per-layer names, whether or not the encoder scans its layers.
@@ -310,7 +395,8 @@ def export_bert(cfg, params: dict, folder, tokenizer=None, pooler_head: str | No
   if tokenizer is not None and tokenizer.vocab_size > cfg.model.vocab_size:
     raise CheckpointError(f"the tokenizer has {tokenizer.vocab_size} pieces but the model "
                           f"only {cfg.model.vocab_size} embeddings")
-  bert_config = model_to_bert_config(cfg.model, pad_id)
+  bert_config = model_to_bert_config(cfg.model, pad_id,
+                                     _bert_heads(cfg.model, params, pooler_head)[2])
   tensors = _params_to_bert(cfg.model, params, pooler_head)
   folder = pathlib.Path(folder)
   folder.mkdir(parents=True, exist_ok=True)

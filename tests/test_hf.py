@@ -61,11 +61,11 @@ def tiny_bert_config(**model):
       **{f"model.{k}": v for k, v in model.items()}})
 
 
-def tiny_bert_folder(path, **model):
+def tiny_bert_folder(path, heads=POOLED, pooler_head="cls", **model):
   """A freshly initialised tiny encoder exported as a BERT folder; returns (cfg, params)."""
   cfg = tiny_bert_config(**model)
-  params = jax.tree.map(np.asarray, init_params(cfg, POOLED, jax.random.PRNGKey(0)))
-  hf.export_bert(cfg, params, path, pooler_head="cls")
+  params = jax.tree.map(np.asarray, init_params(cfg, heads, jax.random.PRNGKey(0)))
+  hf.export_bert(cfg, params, path, pooler_head=pooler_head)
   return cfg, params
 
 
@@ -270,3 +270,141 @@ def test_task_checkpoints_import_their_encoder(tmp_path, capsys):
                                 params["backbone/blocks/0/mlp/up/kernel"])
   err = capsys.readouterr().err
   assert "not used by this network: classifier.weight, pooler.dense.bias" in err
+
+
+# BERT's pretraining heads (MLM transform + bias, NSP), the pooler, attention dropout
+
+
+NSP = {"nsp": ("pooled", 2)}
+
+
+def parity_libraries():
+  try:
+    import torch
+    import transformers
+  except ImportError:
+    pytest.skip("needs the optional parity extra: pip install .[parity]")
+  return torch, transformers
+
+
+def bert_for_pretraining(path):
+  """A tiny randomly initialised transformers BertForPreTraining saved to `path`."""
+  torch, transformers = parity_libraries()
+  torch.manual_seed(0)
+  model = transformers.BertForPreTraining(transformers.BertConfig(
+      vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+      intermediate_size=48, max_position_embeddings=16, hidden_dropout_prob=0.15,
+      attention_probs_dropout_prob=0.2))
+  with torch.no_grad():  # BERT initialises these to constants: make them tell apart
+    for name, p in model.named_parameters():
+      if "LayerNorm" in name or name == "cls.predictions.bias":
+        p.add_(0.5 * torch.randn_like(p))
+  model.save_pretrained(path)
+  return model.eval()
+
+
+def pair_inputs():
+  rng = np.random.default_rng(0)
+  ids = rng.integers(1, 64, (2, 9)).astype(np.int32)
+  types = (np.arange(9) >= 5).astype(np.int32)[None].repeat(2, 0)
+  mask = np.ones_like(ids)
+  mask[1, 6:] = 0
+  return ids, types, mask
+
+
+def transformers_heads(model, ids, types, mask):
+  import torch
+  with torch.no_grad():
+    out = model(input_ids=torch.from_numpy(ids.astype(np.int64)),
+                token_type_ids=torch.from_numpy(types.astype(np.int64)),
+                attention_mask=torch.from_numpy(mask.astype(np.int64)))
+  return out.prediction_logits.numpy(), out.seq_relationship_logits.numpy()
+
+
+def trellis_heads(cfg, params, ids, types, mask):
+  """(MLM logits, NSP logits) of a Trellis network with an NSP head; absent params are 0."""
+  netdef, shapes = define_network(cfg, NSP)
+  missing = {n: np.zeros(s.shape, s.dtype) for n, s in shapes.items() if n not in params}
+  network = netdef.merge({**params, **missing})
+  hidden = network.backbone(jnp.asarray(ids), segment_ids=jnp.asarray(mask),
+                            token_type_ids=jnp.asarray(types))
+  return np.asarray(network.backbone.logits(hidden)), np.asarray(network.heads["nsp"](hidden[:, 0]))
+
+
+def test_bert_pretraining_heads_match_transformers(tmp_path):
+  model = bert_for_pretraining(tmp_path)
+  overrides, params = hf.import_bert(tmp_path, NSP)
+  assert overrides["model.vocab_transform"] and overrides["model.vocab_bias"]
+  assert overrides["model.attention_dropout"] == 0.2 and overrides["model.dropout"] == 0.15
+  ids, types, mask = pair_inputs()
+  mlm, nsp = trellis_heads(model_config(overrides), params, ids, types, mask)
+  expected_mlm, expected_nsp = transformers_heads(model, ids, types, mask)
+  real = mask.astype(bool)
+  assert np.abs(mlm - expected_mlm)[real].max() <= 1e-4
+  assert np.abs(nsp - expected_nsp).max() <= 1e-4
+
+
+def test_bert_pretraining_heads_export_and_reload_in_transformers(tmp_path):
+  _, transformers = parity_libraries()
+  model = bert_for_pretraining(tmp_path / "hf")
+  overrides, params = hf.import_bert(tmp_path / "hf", NSP)
+  hf.export_bert(model_config(overrides), params, tmp_path / "out", pooler_head="nsp")
+  again, info = transformers.BertForPreTraining.from_pretrained(tmp_path / "out",
+                                                               output_loading_info=True)
+  assert not info["missing_keys"] and not info["unexpected_keys"], info
+  assert again.config.attention_probs_dropout_prob == 0.2
+  assert again.config.hidden_dropout_prob == 0.15
+  ids, types, mask = pair_inputs()
+  for ours, theirs in zip(transformers_heads(again.eval(), ids, types, mask),
+                          transformers_heads(model, ids, types, mask)):
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+  again_overrides, again_params = hf.import_bert(tmp_path / "out", NSP)
+  assert again_overrides == overrides and sorted(again_params) == sorted(params)
+  for name, value in params.items():
+    np.testing.assert_array_equal(again_params[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_pretraining_heads_round_trip(tmp_path, tied):
+  """Without transformers: a Trellis encoder with BERT's heads exports and imports unchanged."""
+  cfg, params = tiny_bert_folder(tmp_path, heads=NSP, pooler_head="nsp", vocab_transform=True,
+                                 vocab_bias=True, tie_embeddings=tied)
+  names = set(load_file(tmp_path / "model.safetensors"))
+  assert {"cls.predictions.transform.dense.weight", "cls.predictions.transform.LayerNorm.bias",
+          "cls.predictions.bias", "cls.seq_relationship.weight",
+          "bert.pooler.dense.weight"} <= names
+  assert ("cls.predictions.decoder.weight" in names) == (not tied)
+  config_json = json.loads((tmp_path / "config.json").read_text())
+  assert config_json["architectures"] == ["BertForPreTraining"]
+  assert config_json["tie_word_embeddings"] == tied
+  overrides, again = hf.import_bert(tmp_path, NSP)
+  assert overrides["model.vocab_transform"] and overrides["model.vocab_bias"]
+  assert overrides["model.tie_embeddings"] == tied
+  assert sorted(again) == sorted(params)
+  for name, value in params.items():
+    np.testing.assert_array_equal(again[name], value, err_msg=name)
+  with pytest.raises(CheckpointError, match="model.vocab_bias") as e:
+    hf.export_bert(tiny_bert_config(vocab_transform=True), params, tmp_path / "half")
+  assert_one_line(e)
+
+
+def test_a_folder_without_a_pooler_imports_for_classification(tmp_path, capsys):
+  """sentence-transformers exports ship no pooler: the pooled head's pool layer starts fresh."""
+  _, params = tiny_bert_folder(tmp_path, pooler_head=None)
+  assert not any(k.startswith("pooler.") for k in load_file(tmp_path / "model.safetensors"))
+  capsys.readouterr()
+  _, imported = hf.import_bert(tmp_path, POOLED)
+  assert sorted(imported) == sorted(n for n in params if n.startswith("backbone/"))
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert len(lines) == 1 and "no pooler" in lines[0] and "heads/cls/pool starts fresh" in lines[0]
+
+
+def test_attention_dropout_imports_and_exports(tmp_path):
+  tiny_bert_folder(tmp_path, attention_dropout=0.2, dropout=0.15)
+  config_json = json.loads((tmp_path / "config.json").read_text())
+  assert config_json["attention_probs_dropout_prob"] == 0.2
+  assert config_json["hidden_dropout_prob"] == 0.15
+  config_json["attention_probs_dropout_prob"] = 0.05
+  (tmp_path / "config.json").write_text(json.dumps(config_json))
+  overrides = hf.import_bert(tmp_path)[0]
+  assert overrides["model.attention_dropout"] == 0.05 and overrides["model.dropout"] == 0.15

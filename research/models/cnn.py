@@ -144,3 +144,15 @@ def build(cfg, *, rngs: nnx.Rngs) -> nnx.Module:
   """A causal CNN for `model.kind="decoder"`, a non-causal one for "encoder"."""
   return CausalCNN(cfg, rngs=rngs) if cfg.kind == "decoder" else CNN(cfg, causal=False,
                                                                       rngs=rngs)
+
+
+def flops(cfg, *, length: int, target_length: int = 0, vocab_positions: int = 0) -> float:
+  """Forward matmul FLOPs of one row: per token and block, the gated convolution's
+  2 * kernel_size * width * (2 * width) (value and gate halves); `vocab_positions`
+  positions through the vocabulary head (2 * width * vocab each). The GLU is
+  elementwise and the embedding a gather: not counted. Training costs 3x.
+  """
+  del target_length  # no encoder-decoder CNN
+  d = cfg.width
+  return float(cfg.num_layers * 2 * cfg.kernel_size * d * 2 * d * length
+               + 2 * d * cfg.vocab_size * vocab_positions)

@@ -173,6 +173,19 @@ def attention_mask(q_segments, k_segments, causal: bool, q_index=None, k_index=N
   return mask[:, None]
 
 
+def softmax_attention(q, k, v, mask, scale: float, rate: float, rng):
+  """Attention written out, with dropout on the probabilities (`rate`, key `rng`).
+
+  q [B, T, H, Dh], k/v [B, S, H, Dh], mask [B, 1, T, S]; what
+  `jax.nn.dot_product_attention` computes (it has no dropout), softmax in float32.
+  """
+  scores = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32) * scale
+  scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+  probs = dropout(jax.nn.softmax(scores, axis=-1), rate, rng, rng is None)
+  return jnp.einsum("bhts,bshd->bthd", probs.astype(v.dtype), v,
+                    preferred_element_type=jnp.float32).astype(q.dtype)
+
+
 class Attention(nnx.Module):
   """Multi-head attention through `jax.nn.dot_product_attention`.
 
@@ -182,13 +195,16 @@ class Attention(nnx.Module):
   `cache` ({"k", "v"} of [B, L, H, Dh]), the new keys and values are written
   at `cache_index` and the queries attend to the whole cache. `implementation` is a
   key of ATTENTION_IMPLEMENTATIONS; cuDNN receives the boolean mask as an additive
-  bias (jax 0.10), so packed documents stay apart there too.
+  bias (jax 0.10), so packed documents stay apart there too. `dropout` is the
+  rate of dropout on the attention probabilities, applied when a `dropout_rng` is
+  given (training); the softmax is then computed explicitly (`softmax_attention`).
   """
 
   def __init__(self, width: int, num_heads: int, *, dtype, rngs, use_bias=True,
-               rope_base: float | None = None, implementation: str = "auto"):
+               rope_base: float | None = None, implementation: str = "auto",
+               dropout: float = 0.0):
     self.num_heads, self.head_dim, self.dtype = num_heads, width // num_heads, dtype
-    self.rope_base = rope_base
+    self.rope_base, self.dropout = rope_base, dropout
     self.implementation = ATTENTION_IMPLEMENTATIONS[implementation]
     proj = lambda: dense(width, width, ("embed", "heads"), dtype=dtype, rngs=rngs,
                          use_bias=use_bias)
@@ -201,7 +217,7 @@ class Attention(nnx.Module):
     return y.reshape(*y.shape[:-1], self.num_heads, self.head_dim)
 
   def __call__(self, x, mask, *, positions=None, context=None, context_positions=None,
-               cache=None, cache_index=None):
+               cache=None, cache_index=None, dropout_rng=None):
     q = self._heads(self.query, x)
     if isinstance(context, dict):
       k, v = context["k"], context["v"]
@@ -217,9 +233,13 @@ class Attention(nnx.Module):
       v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v.astype(cache["v"].dtype),
                                               cache_index, 1)
       cache = {"k": k, "v": v}
-    # Softmax in float32 keeps bfloat16 runs stable; XLA fuses the casts.
-    y = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=1.0 / math.sqrt(self.head_dim),
-                                     implementation=self.implementation)
+    scale = 1.0 / math.sqrt(self.head_dim)
+    if self.dropout > 0 and dropout_rng is not None:
+      y = softmax_attention(q, k, v, mask, scale, self.dropout, dropout_rng)
+    else:
+      # Softmax in float32 keeps bfloat16 runs stable; XLA fuses the casts.
+      y = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale,
+                                       implementation=self.implementation)
     y = y.reshape(*y.shape[:-2], self.num_heads * self.head_dim).astype(self.dtype)
     return self.out(y).astype(self.dtype), cache
 

@@ -185,3 +185,25 @@ def build(cell: str):
     return RNN(cfg, cell, bidirectional=True, rngs=rngs)
 
   return build_rnn
+
+
+def flops(cell: str):
+  """The registry's FLOP function for `cell`: forward matmul FLOPs of one row.
+
+  Per token, layer and direction (encoders have two): the input and recurrent gate
+  matmuls, 2 * (width + hidden) * gates * hidden, plus the projection back to width
+  (2 * directions * hidden * width) when the sizes differ; `vocab_positions` positions
+  through the vocabulary head (2 * width * vocab each). The gate nonlinearities are
+  elementwise and the embedding a gather: not counted. Training costs 3x.
+  """
+
+  def rnn_flops(cfg, *, length: int, target_length: int = 0, vocab_positions: int = 0) -> float:
+    del target_length  # no encoder-decoder recurrent model
+    d, hidden = cfg.width, cfg.rnn_hidden or cfg.width
+    directions = 1 if cfg.kind == "decoder" else 2
+    layer = directions * 2 * (d + hidden) * GATES[cell] * hidden
+    if directions * hidden != d:
+      layer += 2 * directions * hidden * d
+    return float(cfg.num_layers * layer * length + 2 * d * cfg.vocab_size * vocab_positions)
+
+  return rnn_flops

@@ -1,7 +1,13 @@
 """Transformer backbones: decoder (GPT), encoder (BERT) and encoder-decoder (T5).
 
 Blocks are pre-norm (GPT-2, T5) or post-norm (BERT: `model.prenorm=False`);
-embeddings are tied; positions are RoPE or learned. Encoders add token-type
+embeddings are tied; positions are RoPE or learned. A pre-norm stack ends with
+a norm (`final_norm`; `encoder_norm`/`decoder_norm` in an encoder-decoder), a
+post-norm stack instead norms its embeddings (`embed_norm`,
+`encoder_embed_norm`/`decoder_embed_norm`: BERT's embedding LayerNorm, which
+learns and freezes with the embeddings). The vocabulary head may carry BERT's
+MLM transform and output bias (`model.vocab_transform`, `model.vocab_bias`).
+`model.attention_dropout` drops attention probabilities in training. Encoders add token-type
 embeddings (`model.type_vocab_size`). Packed rows are handled by `segment_ids`
 (tokens attend only within their segment) and `positions` (restart at every
 segment), so documents never see each other. Training passes run each block
@@ -46,12 +52,14 @@ class Block(nnx.Module):
     rope_base = cfg.rope_base if cfg.position == "rope" else None
     self.attn_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
     self.attn = layers.Attention(cfg.width, cfg.num_heads, dtype=dtype, rngs=rngs,
-                                 rope_base=rope_base, implementation=cfg.attention)
+                                 rope_base=rope_base, implementation=cfg.attention,
+                                 dropout=cfg.attention_dropout)
     if cross:
       # No rotary positions across two sequences: the source's order is in its states.
       self.cross_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
       self.cross = layers.Attention(cfg.width, cfg.num_heads, dtype=dtype, rngs=rngs,
-                                    implementation=cfg.attention)
+                                    implementation=cfg.attention,
+                                    dropout=cfg.attention_dropout)
     self.mlp_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
     self.mlp = layers.MLP(cfg.width, cfg.mlp_dim or 4 * cfg.width, cfg.mlp, dtype=dtype,
                           gelu_approximate=cfg.gelu_approximate,
@@ -67,11 +75,16 @@ class Block(nnx.Module):
   def __call__(self, x, mask, positions, rng, deterministic, cache=None, cache_index=None,
                context=None, context_mask=None):
     r1, r2, r3 = layers.split_rng(rng, 3)
+    # Attention-probability dropout keys are folded from the block's key, so the
+    # residual dropout keys (and results with attention_dropout=0) stay as they were.
+    attn_rng, cross_rng = ((None, None) if rng is None or deterministic
+                           else (jax.random.fold_in(rng, 3), jax.random.fold_in(rng, 4)))
     h, cache = self.attn(self._input(self.attn_norm, x), mask, positions=positions,
-                         cache=cache, cache_index=cache_index)
+                         cache=cache, cache_index=cache_index, dropout_rng=attn_rng)
     x = self._output(self.attn_norm, x, h, r1, deterministic)
     if context is not None:
-      h, _ = self.cross(self._input(self.cross_norm, x), context_mask, context=context)
+      h, _ = self.cross(self._input(self.cross_norm, x), context_mask, context=context,
+                        dropout_rng=cross_rng)
       x = self._output(self.cross_norm, x, h, r3, deterministic)
     h = self.mlp(self._input(self.mlp_norm, x))
     return self._output(self.mlp_norm, x, h, r2, deterministic), cache
@@ -229,6 +242,26 @@ def unstack_layers(params: dict) -> dict:
   return out
 
 
+# Post-norm stacks' embedding norms, by the names runs saved before they had their own
+# (they were the stack's final_norm / encoder_norm / decoder_norm).
+_LEGACY_STACK_NORMS = {"embed_norm": "final_norm", "encoder_embed_norm": "encoder_norm",
+                       "decoder_embed_norm": "decoder_norm"}
+
+
+def legacy_names(names) -> dict[str, str]:
+  """{param name: its name in older checkpoints} for the params of `names` renamed since.
+
+  Only post-norm Transformers have such params (`backbone/embed_norm/scale` was
+  `backbone/final_norm/scale`); a pre-norm model never holds both names.
+  """
+  out = {}
+  for name in names:
+    parts = name.split("/")
+    if len(parts) > 2 and parts[0] == "backbone" and parts[1] in _LEGACY_STACK_NORMS:
+      out[name] = "/".join(["backbone", _LEGACY_STACK_NORMS[parts[1]], *parts[2:]])
+  return out
+
+
 class _Embedded(nnx.Module):
   """What every Transformer shares: token/position embeddings and the vocabulary head."""
 
@@ -253,28 +286,78 @@ class _Embedded(nnx.Module):
       x = x + jnp.take(self.pos_embed[...], positions, axis=0).astype(x.dtype)
     return layers.add_token_types(self, x, token_type_ids)
 
-  def _norm_if(self, prenorm: bool, norm, x):
-    """`norm(x)` when this model's norms sit there (pre-norm: output; post-norm: input)."""
-    return norm(x).astype(self.dtype) if self.prenorm == prenorm else x
+  def _stack_norm(self, cfg, rngs, prenorm_name: str, postnorm_name: str):
+    """The norm outside a stack's blocks, named for where it sits.
+
+    Pre-norm: `prenorm_name`, at the stack's output. Post-norm: `postnorm_name`, on
+    the embeddings (BERT's embedding LayerNorm); "embed" in its name makes it learn
+    and freeze with the embeddings (optim.layer_index). Same place in the params
+    stream either way, so a seed gives the same weights.
+    """
+    setattr(self, prenorm_name if cfg.prenorm else postnorm_name,
+            layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps))
+
+  def _norm_if(self, prenorm: bool, name: str, x):
+    """Norm `name` of x when this model's norms sit there (pre-norm: output; post-norm: input)."""
+    return getattr(self, name)(x).astype(self.dtype) if self.prenorm == prenorm else x
+
+  def _init_vocab_head(self, cfg, rngs):
+    """BERT's MLM head parts of the vocabulary head, where the config asks for them."""
+    if cfg.vocab_transform:
+      self.vocab_transform = VocabTransform(cfg, dtype=self.dtype, rngs=rngs)
+    if cfg.vocab_bias:
+      self.vocab_bias = VocabBias(cfg.vocab_size)
 
   def logits(self, hidden):
-    """Vocabulary logits in float32 (the tied embedding, or a separate head)."""
-    return layers.vocab_logits(self, hidden)
+    """Vocabulary logits in float32: the tied embedding (or a separate head).
+
+    With model.vocab_transform the hidden states first go through
+    VocabTransform, and model.vocab_bias adds a per-token bias (BERT's MLM head).
+    """
+    if hasattr(self, "vocab_transform"):
+      hidden = self.vocab_transform(hidden)
+    logits = layers.vocab_logits(self, hidden)
+    return self.vocab_bias(logits) if hasattr(self, "vocab_bias") else logits
+
+
+class VocabTransform(nnx.Module):
+  """BERT's MLM head transform: dense, GELU (the MLP's), norm, before the vocabulary head."""
+
+  def __init__(self, cfg, *, dtype, rngs):
+    self.dtype, self.gelu_approximate = dtype, cfg.gelu_approximate
+    self.dense = layers.dense(cfg.width, cfg.width, ("embed", "embed_out"), dtype=dtype,
+                              rngs=rngs)
+    self.norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
+
+  def __call__(self, hidden):
+    h = jax.nn.gelu(self.dense(hidden.astype(self.dtype)), approximate=self.gelu_approximate)
+    return self.norm(h).astype(self.dtype)
+
+
+class VocabBias(nnx.Module):
+  """BERT's MLM output bias: one learned logit offset per token (starts at 0)."""
+
+  def __init__(self, vocab_size: int):
+    self.bias = nnx.Param(jnp.zeros((vocab_size,), jnp.float32), axes=("vocab",))
+
+  def __call__(self, logits):
+    return logits + self.bias[...]
 
 
 class Transformer(_Embedded):
   """A stack of blocks; `causal=True` is a decoder, `causal=False` an encoder.
 
   Pre-norm stacks end with `final_norm`; post-norm (BERT) ones instead norm
-  the embeddings (`final_norm` then sits at the input, as BERT's embedding
-  LayerNorm). Encoders take optional `token_type_ids` [B, T].
+  the embeddings (`embed_norm`, BERT's embedding LayerNorm). Encoders take
+  optional `token_type_ids` [B, T].
   """
 
   def __init__(self, cfg, *, causal: bool, rngs: nnx.Rngs):
     self.causal = causal
     self._init_embeddings(cfg, rngs, token_types=not causal)
     self.blocks = _blocks(cfg, dtype=self.dtype, rngs=rngs)
-    self.final_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
+    self._stack_norm(cfg, rngs, "final_norm", "embed_norm")
+    self._init_vocab_head(cfg, rngs)
 
   def __call__(self, tokens, *, segment_ids=None, positions=None, deterministic=True,
                rng=None, token_type_ids=None):
@@ -282,10 +365,10 @@ class Transformer(_Embedded):
     segment_ids, positions = _defaults(tokens, segment_ids, positions)
     mask = layers.attention_mask(segment_ids, segment_ids, self.causal)
     rngs = layers.split_rng(rng, self.num_layers + 1)
-    x = self._norm_if(False, self.final_norm, self._embed(tokens, positions, token_type_ids))
+    x = self._norm_if(False, "embed_norm", self._embed(tokens, positions, token_type_ids))
     x = layers.dropout(x, self.dropout, rngs[-1], deterministic)
     x = _run(self, self.blocks, x, mask, positions, rngs, deterministic)
-    return self._norm_if(True, self.final_norm, x)
+    return self._norm_if(True, "final_norm", x)
 
 
 class Decoder(Transformer):
@@ -306,9 +389,9 @@ class Decoder(Transformer):
     forward pass over the concatenated sequence.
     """
     x, mask, positions = _step_inputs(self, tokens, cache)
-    x = self._norm_if(False, self.final_norm, x)
+    x = self._norm_if(False, "embed_norm", x)
     x, new_layers = _decode_blocks(self, self.blocks, x, mask, positions, cache)
-    logits = self.logits(self._norm_if(True, self.final_norm, x))
+    logits = self.logits(self._norm_if(True, "final_norm", x))
     return logits, {"layers": new_layers, "index": cache["index"] + tokens.shape[1]}
 
 
@@ -338,19 +421,20 @@ class EncoderDecoder(_Embedded):
     self.causal = False
     self._init_embeddings(cfg, rngs, token_types=False)
     self.encoder_blocks = _blocks(cfg, dtype=self.dtype, rngs=rngs)
-    self.encoder_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
+    self._stack_norm(cfg, rngs, "encoder_norm", "encoder_embed_norm")
     self.decoder_blocks = _blocks(cfg, dtype=self.dtype, rngs=rngs, cross=True)
-    self.decoder_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
+    self._stack_norm(cfg, rngs, "decoder_norm", "decoder_embed_norm")
+    self._init_vocab_head(cfg, rngs)
 
   def encode(self, tokens, *, segment_ids=None, positions=None, deterministic=True, rng=None):
     """Encoded source [B, S, width] of source ids [B, S]."""
     segment_ids, positions = _defaults(tokens, segment_ids, positions)
     mask = layers.attention_mask(segment_ids, segment_ids, False)
     rngs = layers.split_rng(rng, self.num_layers + 1)
-    x = self._norm_if(False, self.encoder_norm, self._embed(tokens, positions))
+    x = self._norm_if(False, "encoder_embed_norm", self._embed(tokens, positions))
     x = layers.dropout(x, self.dropout, rngs[-1], deterministic)
     x = _run(self, self.encoder_blocks, x, mask, positions, rngs, deterministic)
-    return self._norm_if(True, self.encoder_norm, x)
+    return self._norm_if(True, "encoder_norm", x)
 
   def __call__(self, tokens, *, segment_ids=None, positions=None, deterministic=True,
                rng=None, token_type_ids=None):
@@ -373,11 +457,11 @@ class EncoderDecoder(_Embedded):
     mask = layers.attention_mask(segment_ids, segment_ids, True)
     cross_mask = layers.attention_mask(segment_ids, source_segment_ids, False)
     rngs = layers.split_rng(rng, self.num_layers + 1)
-    x = self._norm_if(False, self.decoder_norm, self._embed(targets, positions))
+    x = self._norm_if(False, "decoder_embed_norm", self._embed(targets, positions))
     x = layers.dropout(x, self.dropout, rngs[-1], deterministic)
     x = _run(self, self.decoder_blocks, x, mask, positions, rngs, deterministic,
              context=encoded, context_mask=cross_mask)
-    return self._norm_if(True, self.decoder_norm, x)
+    return self._norm_if(True, "decoder_norm", x)
 
   def init_cache(self, batch: int, max_len: int, *, encoded, source_segment_ids=None):
     """Decoding state for up to max_len target tokens against one encoded source.
@@ -401,10 +485,10 @@ class EncoderDecoder(_Embedded):
   def decode_step(self, tokens, cache):
     """Logits for the next target tokens [B, S]; equals `logits(decode(...))` in full."""
     x, mask, positions = _step_inputs(self, tokens, cache)
-    x = self._norm_if(False, self.decoder_norm, x)
+    x = self._norm_if(False, "decoder_embed_norm", x)
     x, new_layers = _decode_blocks(self, self.decoder_blocks, x, mask, positions, cache,
                                    cross=cache["cross"], cross_mask=cache["source_mask"])
-    logits = self.logits(self._norm_if(True, self.decoder_norm, x))
+    logits = self.logits(self._norm_if(True, "decoder_norm", x))
     return logits, dict(cache, layers=new_layers, index=cache["index"] + tokens.shape[1])
 
 
@@ -417,3 +501,29 @@ def build(cfg, *, rngs: nnx.Rngs) -> nnx.Module:
   if cfg.kind == "encoder_decoder":
     return EncoderDecoder(cfg, rngs=rngs)
   raise ConfigError(f"model.kind={cfg.kind} is not available for model.arch=transformer")
+
+
+def flops(cfg, *, length: int, target_length: int = 0, vocab_positions: int = 0) -> float:
+  """Forward matmul FLOPs of one row (training costs 3x: the backward is two matmuls per one).
+
+  `length` tokens run through the stack (an encoder-decoder's encoder), `target_length`
+  through an encoder-decoder's decoder (0: it does not run, e.g. classification reads only
+  the encoder) and `vocab_positions` through the vocabulary head (0: no objective reads
+  it). Per token and layer: 2 * 4 * width^2 for the query/key/value/output projections,
+  2 * width * mlp_dim per MLP matrix (SwiGLU has three), and 4 * width * L for the
+  attention scores QK^T and their product with V over the L keys (all of them: a causal
+  mask hides half but XLA computes it). A decoder layer adds cross-attention: query and
+  output projections per target token, key and value projections per source token, scores
+  over the source. The vocabulary head is 2 * width * vocab per position, plus
+  2 * width^2 with model.vocab_transform. Embedding lookups are gathers, and norms,
+  softmax and biases are elementwise (PaLM, appendix B): neither is counted.
+  """
+  d = cfg.width
+  mlp = 2 * d * (cfg.mlp_dim or 4 * d) * (3 if cfg.mlp == "swiglu" else 2)
+  self_attention = lambda n: n * (2 * 4 * d * d + 4 * d * n)
+  stack = cfg.num_layers * (self_attention(length) + length * mlp)
+  if cfg.kind == "encoder_decoder" and target_length:
+    cross = target_length * (2 * 2 * d * d + 4 * d * length) + length * 2 * 2 * d * d
+    stack += cfg.num_layers * (self_attention(target_length) + cross + target_length * mlp)
+  head = 2 * d * (cfg.vocab_size + (d if cfg.vocab_transform else 0))
+  return float(stack + head * vocab_positions)
