@@ -20,9 +20,10 @@ bfloat16 runs the PyTorch models under autocast. A reference that fails (e.g.
 torch.compile without a C++ toolchain) gets a row saying why; PyTorch missing
 only skips them. Candidates are timed interleaved (A B C, A B C, ...),
 `--repeats` times, and medians reported, since these machines drift run to
-run. Ratios are Trellis' tokens/s over the reference's. MFU is against the
-matmul peak of that dtype measured in the same run (or
-`--config.train.peak_flops`).
+run. Ratios are Trellis' tokens/s over the reference's. MFU is the model's
+FLOPs per step (research/throughput.step_flops, the formula train rows use)
+per second, against the matmul peak of that dtype measured in the same run
+(or `--config.train.peak_flops`).
 """
 
 import glob
@@ -189,7 +190,7 @@ def candidates_for(cfg_spec: str, overrides: dict, dtypes, references) -> tuple[
     out.append(candidate)
     facts = {"arch": f"{cfg.model.arch}/{cfg.model.kind}", "num_params": num_params,
              "batch_size": cfg.train.batch_size, "seq_len": cfg.data.seq_len,
-             "flops_per_token": throughput.flops_per_token(cfg, num_params),
+             "flops_per_step": throughput.step_flops(cfg, batch),
              "peak_flops": cfg.train.peak_flops}
     wanted = references_for(cfg.model, references)
     if "jax" in wanted:
@@ -242,8 +243,9 @@ def rows_for(spec: str, candidates: list, facts: dict) -> list[dict]:
     row = {"config": spec, "arch": facts["arch"], "impl": c.name, "dtype": c.dtype,
            "num_params": facts["num_params"], "batch_size": facts["batch_size"],
            "seq_len": facts["seq_len"], "step_time_s": step_s, "step_times_s": c.times,
-           "tokens_per_s": tokens_per_s, "mfu": tokens_per_s * facts["flops_per_token"] / peak,
-           "matmul_peak_flops": peak, "compile_s": c.compile_s, "memory_bytes": c.memory_bytes}
+           "tokens_per_s": tokens_per_s, "model_flops_per_step": facts["flops_per_step"],
+           "mfu": facts["flops_per_step"] / step_s / peak, "matmul_peak_flops": peak,
+           "compile_s": c.compile_s, "memory_bytes": c.memory_bytes}
     if c.num_params is not None:
       row["reference_num_params"] = c.num_params
     if c.note:

@@ -8,8 +8,9 @@ donation the trainer jits) for a TPU topology described by
 `jax.experimental.topologies`, on this CPU host, with the TPU compiler from
 the `libtpu` package (`pip install -e ".[tpu]"`). Prints, per chip: argument,
 output and temporary bytes (the compiled program's memory analysis), FLOPs
-per step (its cost analysis), a roofline estimate of the step time and the
-MFU it would give, and whether the program fits in the chip's HBM.
+per step (its cost analysis; the model's, research/throughput.step_flops, beside
+it), a roofline estimate of the step time and the MFU it would give, and
+whether the program fits in the chip's HBM.
 
 Exit status: 0 fits; 1 does not fit (or the TPU compiler ran out of HBM);
 2 a user error (bad topology or config), one line `error: ...`.
@@ -112,16 +113,11 @@ def check(cfg, topology: str) -> dict:
     return dict(result, fits=False, error=str(e).strip().splitlines()[0],
                 compile_s=time.perf_counter() - start)
   result.update(memory_and_cost(compiled), compile_s=time.perf_counter() - start)
-  tokens = cfg.train.batch_size * cfg.data.seq_len
-  model_flops = throughput.flops_per_token(cfg, trainer.num_params) * tokens / len(devices)
-  # Roofline: the step takes at least its FLOPs at peak and its HBM traffic at
-  # full bandwidth; communication and imperfect overlap only add to it.
-  compute_s = result["flops"] / result["peak_flops"]
-  memory_s = result["bytes_accessed"] / (chip["hbm_bytes_per_s"] / per_chip)
-  step_s = max(compute_s, memory_s)
-  result.update(compute_time_s=compute_s, memory_time_s=memory_s, fits=result["total_bytes"] <= result["hbm_bytes"], model_flops=model_flops,
-                step_time_s=step_s, mfu=model_flops / (step_s * result["peak_flops"]),
-                tokens_per_s=tokens / step_s)
+  model_flops = throughput.step_flops(cfg, shapes, trainer.num_labels) / len(devices)
+  result.update(throughput.roofline(result, model_flops,
+                                   cfg.train.batch_size * cfg.data.seq_len,
+                                   chip["hbm_bytes_per_s"] / per_chip),
+                fits=result["total_bytes"] <= result["hbm_bytes"])
   return result
 
 

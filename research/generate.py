@@ -6,6 +6,7 @@ restricted by top-k and/or top-p (nucleus). The prompt is fed in one
 """
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,41 +55,101 @@ def _reorder(cache, rows):
   return jax.tree.map(lambda x: x[rows] if x.ndim else x, cache)
 
 
+class _Beams(NamedTuple):
+  """Live hypotheses (raw log-probabilities) and finished ones (length-normalised)."""
+  live_seqs: jax.Array  # [B, K, T] int32
+  live_scores: jax.Array  # [B, K] float32; -inf: an empty slot
+  done_seqs: jax.Array  # [B, K, T] int32, eos from the end on
+  done_scores: jax.Array  # [B, K] float32; -inf: an empty slot
+
+
+def _gnmt_penalty(length, alpha: float):
+  """GNMT's length penalty ((5 + length) / 6) ** alpha."""
+  return ((5.0 + length) / 6.0) ** alpha
+
+
+def _beam_step(beams: _Beams, log_probs, t, *, eos_id: int, alpha: float):
+  """Extends the live hypotheses by token t; (new beams, each new live one's parent [B, K])."""
+  batch, k, vocab = log_probs.shape
+  length = beams.live_seqs.shape[-1]
+  candidates = (beams.live_scores[..., None] + log_probs).reshape(batch, k * vocab)
+  # Each parent ends in eos at most once, so the top 2K leave K that go on.
+  scores, index = jax.lax.top_k(candidates, min(2 * k, k * vocab))
+  parent, token = index // vocab, index % vocab
+  seqs = jnp.take_along_axis(beams.live_seqs, parent[..., None], axis=1).at[:, :, t].set(token)
+  ends = token == eos_id
+  # Finished: scored with the penalty of their own length, merged into the best K.
+  ended_seqs = jnp.where(jnp.arange(length) > t, eos_id, seqs)
+  ended_scores = jnp.where(ends, scores / _gnmt_penalty(t + 1, alpha), -jnp.inf)
+  done_scores, pick = jax.lax.top_k(
+      jnp.concatenate([beams.done_scores, ended_scores], axis=1), k)
+  done_seqs = jnp.take_along_axis(jnp.concatenate([beams.done_seqs, ended_seqs], axis=1),
+                                  pick[..., None], axis=1)
+  live_scores, pick = jax.lax.top_k(jnp.where(ends, -jnp.inf, scores), k)
+  live_seqs = jnp.take_along_axis(seqs, pick[..., None], axis=1)
+  return (_Beams(live_seqs, live_scores, done_seqs, done_scores),
+          jnp.take_along_axis(parent, pick, axis=1))
+
+
+def _cannot_improve(beams: _Beams, t, length: int, alpha: float):
+  """True when no live hypothesis (now t tokens) can beat any example's worst finished one.
+
+  Log-probabilities only fall as tokens are added, so a live score s can reach
+  at best s / (the largest penalty of a length in [t + 1, length]), taken at an
+  end of that range as the penalty is monotone in the length.
+  """
+  best_penalty = jnp.maximum(_gnmt_penalty(t + 1, alpha), _gnmt_penalty(length, alpha))
+  best_live = jnp.max(beams.live_scores, axis=1) / best_penalty
+  return jnp.all(jnp.min(beams.done_scores, axis=1) > best_live)
+
+
 def beam_search(model, cache, first_logits, *, beam_size: int, max_new_tokens: int,
                 eos_id: int, length_penalty: float):
-  """Best of `beam_size` beams [B, max_new_tokens] by log-probability / GNMT length penalty.
+  """The best hypothesis [B, max_new_tokens] by log-probability / GNMT length penalty.
 
-  `cache` and `first_logits` [B * beam_size, V] hold each example's state
-  repeated beam_size times (row b * beam_size + k). A finished beam only
-  extends with eos at no cost, so every beam keeps a fixed length.
+  The standard search (fairseq, Hugging Face, T5X): beam_size live hypotheses
+  and a separate set of beam_size finished ones. Each step takes the top
+  2 * beam_size continuations of the live ones; those that end in eos join
+  the finished set, scored with the length penalty of their length, and the
+  best beam_size others stay live. The search stops when no live hypothesis
+  can beat the worst finished one of any example, or at max_new_tokens, where
+  the live ones end unfinished (scored at that length). Positions after an
+  eos hold eos. `cache` and `first_logits` [B * beam_size, V] hold each
+  example's state repeated beam_size times (row b * beam_size + k).
   """
   rows, vocab = first_logits.shape
-  batch = rows // beam_size
-  log_probs = jax.nn.log_softmax(first_logits.astype(jnp.float32)).reshape(batch, beam_size, vocab)
-  scores, first = jax.lax.top_k(log_probs[:, 0], beam_size)  # the copies are identical
-  seqs = jnp.zeros((batch, beam_size, max_new_tokens), jnp.int32).at[:, :, 0].set(first)
-  finished = first == eos_id
-  eos_only = jnp.full((vocab,), -jnp.inf).at[eos_id].set(0.0)
-  base = (jnp.arange(batch) * beam_size)[:, None]
+  batch, k, length = rows // beam_size, beam_size, max_new_tokens
+  step = functools.partial(_beam_step, eos_id=eos_id, alpha=length_penalty)
+  base = (jnp.arange(batch) * k)[:, None]
 
-  def step(carry, t):
-    cache, seqs, scores, finished = carry
-    logits, cache = model.decode_step(seqs[:, :, t - 1].reshape(rows, 1), cache)
-    log_probs = jax.nn.log_softmax(logits[:, -1].astype(jnp.float32)).reshape(
-        batch, beam_size, vocab)
-    log_probs = jnp.where(finished[..., None], eos_only, log_probs)
-    scores, index = jax.lax.top_k((scores[..., None] + log_probs).reshape(batch, -1), beam_size)
-    parent, token = index // vocab, index % vocab
-    seqs = jnp.take_along_axis(seqs, parent[..., None], axis=1).at[:, :, t].set(token)
-    finished = jnp.take_along_axis(finished, parent, axis=1) | (token == eos_id)
-    return (_reorder(cache, (base + parent).reshape(-1)), seqs, scores, finished), None
+  def log_probs(logits):
+    return jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(batch, k, vocab)
 
-  (_, seqs, scores, _), _ = jax.lax.scan(step, (cache, seqs, scores, finished),
-                                         jnp.arange(1, max_new_tokens))
-  is_eos = seqs == eos_id
-  lengths = jnp.where(is_eos.any(-1), jnp.argmax(is_eos, -1) + 1, max_new_tokens)
-  normalised = scores / ((5.0 + lengths) / 6.0) ** length_penalty
-  best = jnp.argmax(normalised, axis=1)
+  empty = jnp.full((batch, k), -jnp.inf)
+  seqs = jnp.zeros((batch, k, length), jnp.int32)
+  # The K rows start identical: only one is live, or the search would hold K copies.
+  beams = _Beams(seqs, empty.at[:, 0].set(0.0), seqs, empty)
+  beams, parent = step(beams, log_probs(first_logits), 0)
+  cache = _reorder(cache, (base + parent).reshape(-1))
+
+  def cond(carry):
+    t, beams, _ = carry
+    return (t < length) & ~_cannot_improve(beams, t, length, length_penalty)
+
+  def body(carry):
+    t, beams, cache = carry
+    logits, cache = model.decode_step(beams.live_seqs[:, :, t - 1].reshape(rows, 1), cache)
+    beams, parent = step(beams, log_probs(logits[:, -1]), t)
+    return t + 1, beams, _reorder(cache, (base + parent).reshape(-1))
+
+  t, beams, _ = jax.lax.while_loop(cond, body, (jnp.int32(1), beams, cache))
+  # Live hypotheses count only if they reached the length limit (an early stop
+  # means none of them can win anyway).
+  live = jnp.where(t == length, beams.live_scores / _gnmt_penalty(length, length_penalty),
+                   -jnp.inf)
+  scores = jnp.concatenate([beams.done_scores, live], axis=1)
+  seqs = jnp.concatenate([beams.done_seqs, beams.live_seqs], axis=1)
+  best = jnp.argmax(scores, axis=1)
   return jnp.take_along_axis(seqs, best[:, None, None], axis=1)[:, 0]
 
 

@@ -1,4 +1,4 @@
-"""FLOP counts, the machine's measured matmul peak, and memory: inputs to MFU."""
+"""Model FLOPs per train step, the machine's measured matmul peak, and memory: MFU's inputs."""
 
 import functools
 import resource
@@ -8,17 +8,54 @@ import jax
 import jax.numpy as jnp
 
 
-def flops_per_token(cfg, num_params: int) -> float:
-  """Training FLOPs per token: 6N, plus attention scores (PaLM, appendix B).
+# What each objective runs besides the backbone's pass over `tokens`: the batch field
+# whose length an encoder-decoder's decoder runs at (None: no decoder pass), and whether
+# it computes vocabulary logits (at every position of the decoder if it runs, else of
+# the backbone). Heads come from the objective's own `heads`. tests/test_flops.py checks
+# every objective here against XLA's count of its train step.
+OBJECTIVE_PASSES = {
+    "clm": (None, True), "mlm": (None, True), "nsp": (None, False),
+    "classify": (None, False), "qa": (None, False),
+    "seq2seq": ("decoder_tokens", True), "span": ("tokens", True),
+}
 
-  The attention term, 12 * layers * width * seq_len, counts QK^T and AV in
-  the forward and backward pass of a Transformer; other families have none.
+
+def _length(field) -> int:
+  return (field.shape if hasattr(field, "shape") else tuple(field))[1]
+
+
+def step_flops(cfg, batch_shapes: dict, num_labels: int = 0) -> float:
+  """Model FLOPs of one training step: the numerator of MFU (PaLM, appendix B).
+
+  `batch_shapes` maps batch fields to arrays, ShapeDtypeStructs or shapes; only
+  their lengths (axis 1) are read, and the rows are `cfg.train.batch_size`. The
+  backbone's FLOPs come from its registry entry (`Architecture.flops`), once per
+  step whatever the number of objectives, the heads' from research.models.HEADS;
+  training is three times the forward (the backward computes two matmuls per
+  forward one). Recomputation (model.remat, chunked_loss) and elementwise work
+  are not model FLOPs. `num_labels` sizes the heads of task objectives.
   """
-  flops = 6.0 * num_params
-  if cfg.model.arch == "transformer":
-    stacks = 2 if cfg.model.kind == "encoder_decoder" else 1
-    flops += 12.0 * stacks * cfg.model.num_layers * cfg.model.width * cfg.data.seq_len
-  return flops
+  from research import objectives
+  from research.models import HEADS, MODELS
+  length, target, vocab = _length(batch_shapes["tokens"]), 0, False
+  for name in objectives.active(cfg.objectives):
+    if name not in OBJECTIVE_PASSES:
+      raise ValueError(f"objective {name}: say what it runs in throughput.OBJECTIVE_PASSES")
+    decoder_field, reads_vocab = OBJECTIVE_PASSES[name]
+    if decoder_field:
+      target = max(target, _length(batch_shapes[decoder_field]))
+    vocab = vocab or reads_vocab
+  m = cfg.model
+  forward = MODELS[m.arch].flops(m, length=length, target_length=target,
+                                 vocab_positions=(target or length) if vocab else 0)
+  for kind, outputs in objectives.heads(cfg.objectives, num_labels).values():
+    forward += HEADS[kind].flops(m.width, outputs, length)
+  return 3.0 * cfg.train.batch_size * forward
+
+
+def peak_flops(cfg) -> float:
+  """MFU's denominator: `train.peak_flops`, else the measured matmul peak of `model.dtype`."""
+  return cfg.train.peak_flops or matmul_peak_flops(cfg.model.dtype)
 
 
 @functools.lru_cache(maxsize=None)
@@ -50,11 +87,50 @@ def peak_memory_bytes() -> int:
   return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def synthetic_batch(cfg, seed: int = 0) -> dict:
-  """A global batch of random tokens in the config's shape (one document per row)."""
+def synthetic_batch(cfg, seed: int = 0, num_labels: int = 2) -> dict:
+  """A global batch of random examples in the config's shape, one example per row.
+
+  Holds every field the active objectives read: tokens, segments and positions of
+  `data.seq_len`, decoder fields of `data.target_len`, labels in range(num_labels).
+  """
   import numpy as np
+  from research import objectives
   rng = np.random.default_rng(seed)
-  shape = (cfg.train.batch_size, cfg.data.seq_len)
-  return {"tokens": rng.integers(4, cfg.model.vocab_size, shape).astype(np.int32),
-          "segment_ids": np.ones(shape, np.int32),
-          "positions": np.broadcast_to(np.arange(shape[1], dtype=np.int32), shape).copy()}
+  rows, length, target = cfg.train.batch_size, cfg.data.seq_len, cfg.data.target_len
+  ids = lambda n: rng.integers(4, cfg.model.vocab_size, (rows, n)).astype(np.int32)
+  ones = lambda n: np.ones((rows, n), np.int32)
+  labels = lambda n: rng.integers(0, n, (rows,)).astype(np.int32)
+  make = {"tokens": lambda: ids(length), "segment_ids": lambda: ones(length),
+          "positions": lambda: np.broadcast_to(np.arange(length, dtype=np.int32),
+                                               (rows, length)).copy(),
+          "token_type_ids": lambda: (np.arange(length) >= length // 2).astype(np.int32)
+                                    [None].repeat(rows, 0),
+          "label": lambda: labels(num_labels), "nsp_label": lambda: labels(2),
+          "start_position": lambda: labels(length), "end_position": lambda: labels(length),
+          "decoder_tokens": lambda: ids(target), "decoder_targets": lambda: ids(target),
+          "decoder_segment_ids": lambda: ones(target)}
+  fields = {"tokens", "segment_ids", "positions"}
+  for name in objectives.active(cfg.objectives):
+    fields.update(objectives.OBJECTIVES[name].fields)
+  unknown = fields - set(make)
+  if unknown:
+    raise ValueError(f"synthetic_batch cannot make batch fields {sorted(unknown)}")
+  return {name: make[name]() for name in sorted(fields)}
+
+
+def roofline(figures: dict, model_flops: float, tokens: int, hbm_bytes_per_s: float) -> dict:
+  """A lower bound on the step time, and the MFU and tokens/s it allows.
+
+  `figures` holds one device's compiled `flops`, `bytes_accessed` and `peak_flops`;
+  `model_flops` is its share of step_flops. The step takes at least its
+  FLOPs at peak and its HBM traffic at full bandwidth (communication and imperfect
+  overlap only add to it). XLA's cost analysis counts a while loop's body once
+  (model.scan_layers, train.microbatches, recurrences), so the FLOPs are at least
+  the model's.
+  """
+  compute_s = max(figures["flops"], model_flops) / figures["peak_flops"]
+  memory_s = figures["bytes_accessed"] / hbm_bytes_per_s
+  step_s = max(compute_s, memory_s)
+  return {"compute_time_s": compute_s, "memory_time_s": memory_s, "model_flops": model_flops,
+          "step_time_s": step_s, "mfu": model_flops / (step_s * figures["peak_flops"]),
+          "tokens_per_s": tokens / step_s}

@@ -33,8 +33,21 @@ def test_benchmark_writes_json_and_markdown(tmp_path):
   for r in rows:
     assert r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1 and r["memory_bytes"] > 0
     assert r["num_params"] == rows[0]["num_params"] and r["batch_size"] == 8
+    # The train rows' formula (research/throughput.step_flops), for every implementation.
+    assert r["model_flops_per_step"] == model_flops("configs/pretrain/gpt_clm.py:tiny",
+                                                    **{"train.batch_size": 8})
+    assert r["mfu"] == pytest.approx(
+        r["model_flops_per_step"] / r["step_time_s"] / r["matmul_peak_flops"])
   assert rows[1]["trellis_ratio"] > 0
   assert table.count("\n") == 4  # header, rule, two rows
+
+
+def model_flops(spec: str, **overrides) -> float:
+  import jax
+  from experiments import benchmark
+  from research import throughput, train
+  cfg = train.resolve(benchmark.load(spec, overrides), jax.device_count())
+  return throughput.step_flops(cfg, throughput.synthetic_batch(cfg))
 
 
 def model_config(spec: str, **overrides):

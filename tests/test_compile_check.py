@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO
 
-pytestmark = pytest.mark.skipif(
+needs_libtpu = pytest.mark.skipif(
     importlib.util.find_spec("libtpu") is None,
     reason="libtpu is not installed (pip install -e '.[tpu]'); it compiles for TPUs")
 
@@ -25,6 +25,7 @@ def _check(tmp_path, *args):
 
 # TPU layouts pad the minor dimension of each array to 128 lanes: the tiny
 # model's width of 64 pays about a quarter more, the small one's 256 nothing.
+@needs_libtpu
 @pytest.mark.parametrize("preset, fsdp, padding", [("tiny", 1, 1.35), ("small", 4, 1.1)])
 def test_memory_matches_the_parameter_count(tmp_path, preset, fsdp, padding):
   result, r = _check(tmp_path, f"--config=configs/pretrain/gpt_clm.py:{preset}",
@@ -41,8 +42,24 @@ def test_memory_matches_the_parameter_count(tmp_path, preset, fsdp, padding):
   assert 0 < r["mfu"] <= 1
 
 
+@needs_libtpu
 def test_bad_topology_is_a_one_line_error(tmp_path):
   result, _ = _check(tmp_path, "--config=configs/pretrain/gpt_clm.py:tiny", "--topology=v5e:3x3")
   lines = [line for line in result.stderr.splitlines() if line.strip()]
   assert result.returncode == 2 and len(lines) == 1, result.stderr
   assert lines[0].startswith("error: --topology='v5e:3x3'")
+
+
+def test_roofline_counts_at_least_the_model_flops():
+  """XLA counts a scanned body once: 12 layers under model.scan_layers look like one.
+
+  The compute time then comes from the model's FLOPs, and MFU cannot exceed 1.
+  """
+  from research import throughput
+  figures = {"flops": 1e9, "bytes_accessed": 1e6, "peak_flops": 1e12}
+  r = throughput.roofline(figures, 12e9, tokens=4096, hbm_bytes_per_s=1e12)
+  assert r["compute_time_s"] == pytest.approx(12e-3) and r["step_time_s"] == r["compute_time_s"]
+  assert r["mfu"] == pytest.approx(1.0) and r["tokens_per_s"] == pytest.approx(4096 / 12e-3)
+  memory_bound = throughput.roofline(dict(figures, bytes_accessed=24e9), 12e9, 4096, 1e12)
+  assert memory_bound["step_time_s"] == pytest.approx(24e-3)
+  assert memory_bound["mfu"] == pytest.approx(0.5)

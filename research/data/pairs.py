@@ -32,10 +32,12 @@ def encode_sentences(tokenizer, docs: list[str]) -> list[list[np.ndarray]]:
   return out
 
 
-def _take(sentences: list[np.ndarray], start: int, budget: int) -> tuple[np.ndarray, int]:
-  """Sentences from `start` until `budget` tokens are reached; (ids, next index)."""
+def _take(sentences: list[np.ndarray], start: int, budget: int,
+          stop: int | None = None) -> tuple[np.ndarray, int]:
+  """Sentences from `start` until `budget` tokens are reached or index `stop`; (ids, next)."""
+  stop = len(sentences) if stop is None else stop
   taken, size, i = [], 0, start
-  while i < len(sentences) and (size < budget or not taken):
+  while i < stop and (size < budget or not taken):
     taken.append(sentences[i])
     size += len(sentences[i])
     i += 1
@@ -47,7 +49,12 @@ def build_pairs(doc_sentences: list[list[np.ndarray]], seq_len: int, vocab, seed
   """NSP examples: tokens, segment_ids, positions, token_type_ids, nsp_label [N, ...].
 
   `vocab` supplies cls_id and sep_id. segment_ids is 1 on real tokens and 0
-  on padding (one pair per row, nothing packed).
+  on padding (one pair per row, nothing packed). A share `random_rate` of
+  the pairs has a random B, whatever the document lengths: a pair starts
+  only where a true B is possible (two sentences left), segment A always
+  leaves one sentence for it, and the coin alone decides the label. A
+  document's last lone sentence (all of a one-sentence document) starts no
+  pair, as it could only ever be a random one; it still serves as a random B.
   """
   if len(doc_sentences) < 2 and random_rate > 0:
     raise DataError("next-sentence prediction needs at least 2 documents")
@@ -56,13 +63,15 @@ def build_pairs(doc_sentences: list[list[np.ndarray]], seq_len: int, vocab, seed
   rows = []
   for d, sentences in enumerate(doc_sentences):
     i = 0
+    # With random_rate 1 every B is random, so a lone last sentence biases nothing.
     while i < len(sentences) - 1 or (i < len(sentences) and random_rate == 1):
-      a, after_a = _take(sentences, i, budget // 2)
-      if after_a >= len(sentences) or rng.random() < random_rate:
+      # A is chosen before the coin, so its length says nothing about the label.
+      a, after_a = _take(sentences, i, budget // 2, stop=max(len(sentences) - 1, i + 1))
+      if rng.random() < random_rate:
         other = (d + 1 + rng.integers(len(doc_sentences) - 1)) % len(doc_sentences)
         pool = doc_sentences[other]
         b, _ = _take(pool, int(rng.integers(len(pool))), budget - min(len(a), budget // 2))
-        label, i = 0, after_a
+        label, i = 0, after_a  # the sentences after A start the next pair
       else:
         b, i = _take(sentences, after_a, budget - min(len(a), budget // 2))
         label = 1
