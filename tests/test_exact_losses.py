@@ -202,3 +202,17 @@ def test_single_objective_perplexity_ignores_its_weight():
   out = objectives.report(sums, {"clm": 2.0})
   assert out["perplexity"] == pytest.approx(math.exp(3.0))
   assert out["loss"] == pytest.approx(6.0)  # the weighted objective that is optimised
+
+
+def test_grad_norm_reports_the_applied_gradients_only(tmp_path):
+  """With every param frozen nothing is applied: the reported norm is 0, not the raw one."""
+  tokens, segments, positions = _unequal_rows([32] * 8)
+  batch = {"tokens": tokens, "segment_ids": segments, "positions": positions}
+  norms = {}
+  for frozen in (False, True):
+    cfg = _cfg("decoder", {"clm": 1.0})
+    cfg.train.freeze_backbone = frozen
+    trainer = _trainer(cfg, tmp_path / str(frozen))
+    _, metrics = trainer.step(trainer.init(), batch)
+    norms[frozen] = float(metrics["grad_norm"][0])
+  assert norms[False] > 0.1 and norms[True] == 0.0
