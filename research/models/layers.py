@@ -250,3 +250,27 @@ class Attention(nnx.Module):
   def init_cache(self, batch: int, max_len: int, dtype):
     shape = (batch, max_len, self.num_heads, self.head_dim)
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+
+class VocabTransform(nnx.Module):
+  """BERT's MLM head transform: dense, GELU (the MLP's), norm, before the vocabulary head."""
+
+  def __init__(self, cfg, *, dtype, rngs):
+    self.dtype, self.gelu_approximate = dtype, cfg.gelu_approximate
+    self.dense = dense(cfg.width, cfg.width, ("embed", "embed_out"), dtype=dtype,
+                              rngs=rngs)
+    self.norm = norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
+
+  def __call__(self, hidden):
+    h = jax.nn.gelu(self.dense(hidden.astype(self.dtype)), approximate=self.gelu_approximate)
+    return self.norm(h).astype(self.dtype)
+
+
+class VocabBias(nnx.Module):
+  """BERT's MLM output bias: one learned logit offset per token (starts at 0)."""
+
+  def __init__(self, vocab_size: int):
+    self.bias = nnx.Param(jnp.zeros((vocab_size,), jnp.float32), axes=("vocab",))
+
+  def __call__(self, logits):
+    return logits + self.bias[...]
