@@ -124,6 +124,11 @@ def mask_frozen(grads: dict, factors: dict) -> dict:
   return {k: zero(g, factors[k]) for k, g in grads.items()}
 
 
+def any_frozen(factors: dict) -> bool:
+  """Whether any param (or layer of a stacked one) has lr factor 0 in `factors`."""
+  return any(np.any(np.asarray(f) == 0) for f in factors.values())
+
+
 def zero_frozen(factors: dict) -> optax.GradientTransformation:
   """`mask_frozen` as the first link of the chain: the clip's global norm is that of
   the applied gradients only, and Adam's moments of a frozen param stay 0."""
@@ -143,7 +148,7 @@ def make_optimizer(t, names=(), num_layers: int = 0) -> optax.GradientTransforma
   """
   factors = lr_multipliers(t, names, num_layers)
   parts = []
-  if any(np.any(np.asarray(f) == 0) for f in factors.values()):
+  if any_frozen(factors):
     parts.append(zero_frozen(factors))
   if t.clip_norm > 0:
     parts.append(optax.clip_by_global_norm(t.clip_norm))

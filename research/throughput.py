@@ -8,18 +8,6 @@ import jax
 import jax.numpy as jnp
 
 
-# What each objective runs besides the backbone's pass over `tokens`: the batch field
-# whose length an encoder-decoder's decoder runs at (None: no decoder pass), and whether
-# it computes vocabulary logits (at every position of the decoder if it runs, else of
-# the backbone). Heads come from the objective's own `heads`. tests/test_flops.py checks
-# every objective here against XLA's count of its train step.
-OBJECTIVE_PASSES = {
-    "clm": (None, True), "mlm": (None, True), "nsp": (None, False),
-    "classify": (None, False), "qa": (None, False),
-    "seq2seq": ("decoder_tokens", True), "span": ("tokens", True),
-}
-
-
 def _length(field) -> int:
   return (field.shape if hasattr(field, "shape") else tuple(field))[1]
 
@@ -39,12 +27,10 @@ def step_flops(cfg, batch_shapes: dict, num_labels: int = 0) -> float:
   from research.models import HEADS, MODELS
   length, target, vocab = _length(batch_shapes["tokens"]), 0, False
   for name in objectives.active(cfg.objectives):
-    if name not in OBJECTIVE_PASSES:
-      raise ValueError(f"objective {name}: say what it runs in throughput.OBJECTIVE_PASSES")
-    decoder_field, reads_vocab = OBJECTIVE_PASSES[name]
-    if decoder_field:
-      target = max(target, _length(batch_shapes[decoder_field]))
-    vocab = vocab or reads_vocab
+    objective = objectives.OBJECTIVES[name]  # it says what it runs beside the backbone
+    if objective.decoder_field:
+      target = max(target, _length(batch_shapes[objective.decoder_field]))
+    vocab = vocab or objective.vocab_logits
   m = cfg.model
   forward = MODELS[m.arch].flops(m, length=length, target_length=target,
                                  vocab_positions=(target or length) if vocab else 0)

@@ -189,10 +189,9 @@ class Trainer:
     self._init = jax.jit(init_state, out_shardings=self.state_shardings)
     self._seed_key = seed_key
     factors = optim.lr_multipliers(cfg.train, shapes, cfg.model.num_layers)
-    frozen = any(np.any(np.asarray(f) == 0) for f in factors.values())
     step = jax.tree_util.Partial(train_step, netdef=self.netdef, loss_fn=self.loss_fn,
                                  tx=self.tx, microbatches=cfg.train.microbatches,
-                                 lr_factors=factors if frozen else None)
+                                 lr_factors=factors if optim.any_frozen(factors) else None)
     self._step = jax.jit(lambda s, b: step(s, b), donate_argnums=0,
                          in_shardings=(self.state_shardings, self.batch_sharding),
                          out_shardings=(self.state_shardings, None))

@@ -66,6 +66,12 @@ class Objective(NamedTuple):
   # (Pass, Context) -> batch: a corruption of the input that every objective of the step
   # then reads (MLM's masking: BERT's NSP head reads the masked pair too); None: none.
   corrupt: Callable | None = None
+  # What the loss runs besides the backbone's pass over `tokens` (for the FLOP count,
+  # research/throughput.step_flops): the batch field whose length an encoder-decoder's
+  # decoder runs at (None: no decoder pass), and whether it computes vocabulary logits
+  # (at every decoder position if the decoder runs, else at every backbone position).
+  decoder_field: str | None = None
+  vocab_logits: bool = False
 
 
 # Each use of randomness in a step draws from its own stream of the step key.

@@ -13,4 +13,4 @@ def clm_loss(p: base.Pass, ctx: base.Context):
 
 
 OBJECTIVE = base.Objective(fields=("tokens", "segment_ids", "positions"),
-                           examples="packed", heads={}, needs="decoder", loss=clm_loss)
+                           examples="packed", heads={}, needs="decoder", loss=clm_loss, vocab_logits=True)
