@@ -2,11 +2,13 @@
 
   python -m experiments.benchmark [--config=configs/pretrain/gpt_clm.py:small ...] \\
       [--dtypes=float32,bfloat16] [--references=jax,torch,torch_compile] \\
-      [--steps=5] [--repeats=3] [--set=train.batch_size=32] [--out=bench.json] \\
+      [--steps=5] [--repeats=3] [--config.train.batch_size=32] [--out=bench.json] \\
       [--markdown=bench.md]
 
 `--config` may be repeated; by default the `small` preset of every
-configs/pretrain/*.py. Each config's real train step (the one
+configs/pretrain/*.py (a file without `:PRESET` means its `small`).
+`--config.a.b=V` (or `--set=a.b=V`) changes every config alike, parsed as
+`experiments.pretrain` parses it. Each config's real train step (the one
 `experiments.pretrain` runs, same shardings) is timed on synthetic batches,
 once per compute dtype (`model.dtype`). Beside a decoder of a family with
 references, in the same run, with the same batch, size and precision:
@@ -34,6 +36,8 @@ import time
 from absl import flags
 
 from experiments import cli
+from research import presets
+from research.errors import ConfigError, first_line
 
 _CONFIGS = flags.DEFINE_multi_string("config", None, "config file:preset (repeatable; default: "
                                      "the small preset of every configs/pretrain/*.py)")
@@ -45,23 +49,14 @@ _STEPS = flags.DEFINE_integer("steps", 5, "timed steps per repeat (after compile
 _REPEATS = flags.DEFINE_integer("repeats", 3, "interleaved repeats; medians are reported")
 _OUT = flags.DEFINE_string("out", "", "where to write the JSON rows ('' = stdout only)")
 _MARKDOWN = flags.DEFINE_string("markdown", "", "where to write the markdown table")
-_SETS = flags.DEFINE_multi_string("set", [], "config change for every config, e.g. "
-                                  "--set=train.batch_size=32 (repeatable)")
+_SETS = flags.DEFINE_multi_string("set", [], "config change for every config, the same as "
+                                  "--config.a.b=V: --set=train.batch_size=32 (repeatable)")
 
 
-def load(spec: str, overrides: dict):
-  """A config from "file.py:preset" plus the run's --config.* overrides (dotted = value)."""
-  import importlib.util
-  from research.errors import ConfigError
+def load(spec: str, overrides: list[str]):
+  """The config of "file.py[:preset]" (default preset: small) with "--config.a.b=V" overrides."""
   path, _, preset = spec.partition(":")
-  if not os.path.exists(path):
-    raise ConfigError(f"--config={spec}: no such file")
-  module_spec = importlib.util.spec_from_file_location("benchmarked_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  cfg = module.get_config(preset or "small")
-  cfg.update_from_flattened_dict(overrides)
-  return cfg
+  return presets.load(f"{path}:{preset or 'small'}", overrides)
 
 
 class Candidate:
@@ -92,7 +87,7 @@ def trellis_candidate(cfg, batch) -> tuple[Candidate, int]:
   """The real Trellis step of a resolved config, and its parameter count."""
   import jax
   from research import train
-  trainer = train.Trainer(cfg, "", None)
+  trainer = train.Trainer(cfg)
   box = {"state": trainer.init()}
   compile_s = trainer.compile(box["state"], batch)
   box["state"], _ = trainer.step(box["state"], batch)  # warmup
@@ -176,15 +171,16 @@ def torch_reference(cfg, tokens, compile_model: bool) -> Candidate:
                    note=getattr(module, "COMPILE_NOTE", "") if compile_model else "")
 
 
-def candidates_for(cfg_spec: str, overrides: dict, dtypes, references) -> tuple[list, dict]:
+def candidates_for(cfg_spec: str, overrides: list[str], dtypes,
+                   references) -> tuple[list, dict]:
   """Every candidate of one config (Trellis per dtype, the references of its family beside
   it: see references_for), and facts."""
   import jax
-  from research import throughput, train
+  from research import throughput, workdir
   out, facts = [], {}
   for dtype in dtypes:
-    cfg = load(cfg_spec, {**overrides, "model.dtype": dtype})
-    cfg = train.resolve(cfg, jax.device_count())
+    cfg = load(cfg_spec, [*overrides, f"{presets.PREFIX}model.dtype={dtype}"])
+    cfg = workdir.resolve(cfg, jax.device_count())
     batch = throughput.synthetic_batch(cfg)
     candidate, num_params = trellis_candidate(cfg, batch)
     out.append(candidate)
@@ -282,33 +278,25 @@ def default_configs() -> list[str]:
           if not os.path.basename(path).startswith("_")]
 
 
-def parse_sets(items: list[str]) -> dict:
-  """--set=a.b=V values (JSON if they parse as JSON, else text)."""
-  from research.errors import ConfigError
-  out = {}
-  for item in items:
-    key, eq, value = item.partition("=")
-    if not eq:
-      raise ConfigError(f"--set={item!r} is not a.b=VALUE")
-    try:
-      out[key] = json.loads(value)
-    except json.JSONDecodeError:
-      out[key] = value
-  return out
+def set_overrides(items: list[str]) -> list[str]:
+  """--set=a.b=V values as the --config.a.b=V overrides they stand for."""
+  bad = next((item for item in items if "=" not in item), None)
+  if bad is not None:
+    raise ConfigError(f"--set={bad!r} is not a.b=VALUE")
+  return [presets.PREFIX + item for item in items]
 
 
 def main(argv, overrides):
-  del overrides  # --set carries config changes, for every config alike
   import gc
-  sets = parse_sets(_SETS.value)
+  overrides = set_overrides(_SETS.value) + overrides  # for every config alike
   rows = []
   for spec in _CONFIGS.value or default_configs():
     print(f"{spec}: compiling and warming up ...", flush=True)
     try:
-      candidates, facts = candidates_for(spec, sets, _DTYPES.value,
+      candidates, facts = candidates_for(spec, overrides, _DTYPES.value,
                                          [r for r in _REFERENCES.value if r])
     except Exception as e:  # one config that cannot run must not lose the others' figures
-      message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      message = first_line(e)
       print(f"{spec}: failed: {message}", flush=True)
       rows.append({"config": spec, "error": message})
       continue

@@ -1,8 +1,10 @@
 """What every entry point shares: flag parsing and the one-line user errors.
 
-`run(main)` is `absl.app.run` except that a bad flag, a bad config override
-or any `TrellisError` prints `error: ...` on stderr and exits with status 2,
-without a traceback.
+`run(main)` is `absl.app.run` except that a bad flag or any `TrellisError`
+prints `error: ...` on stderr and exits with status 2, without a traceback.
+The `--config.a.b=V` overrides are taken out of the arguments before absl
+parses them and handed to `main`; `load_config` applies them to the config
+file's preset through research/presets.py, the one config loader.
 """
 
 import json
@@ -35,9 +37,8 @@ _quiet_tpu_runtime_without_tpus()
 
 from absl import app, flags, logging  # noqa: E402
 
-from research.errors import ConfigError, TrellisError  # noqa: E402
-
-JSON_OVERRIDES = ("--config.objectives=",)  # dict fields given whole as JSON
+from research import presets  # noqa: E402
+from research.errors import Interrupted, TrellisError, first_line  # noqa: E402
 
 
 def fail(message: str) -> None:
@@ -45,62 +46,41 @@ def fail(message: str) -> None:
   sys.exit(2)
 
 
-def _first_line(e: BaseException) -> str:
-  text = str(e).strip() or type(e).__name__
-  return text.splitlines()[0]
+def load_config(config_flag, overrides: list[str]):
+  """The config of a `--config=FILE.py[:PRESET]` flag with the run's `--config.*` overrides."""
+  return presets.load(config_flag.value, overrides)
 
 
-def load_config(config_flag, overrides: dict):
-  """The config from a config_flags flag, with JSON overrides applied.
-
-  config_flags defers loading the file until first access, so a missing or
-  broken config file surfaces here; it becomes a ConfigError.
-  """
-  try:
-    cfg = config_flag.value
-    cfg.keys()  # a failed load is a proxy that raises on first use
-  except (OSError, ImportError, SyntaxError) as e:
-    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-    raise ConfigError(f"cannot load the config file: {lines[-1] if lines else e}") from e
-  apply_json_overrides(cfg, overrides)
-  return cfg
-
-
-def apply_json_overrides(cfg, overrides: dict) -> None:
-  """Sets dict-valued fields passed as JSON (e.g. --config.objectives='{"mlm": 1}')."""
-  import ml_collections
-  for dotted, text in overrides.items():
-    try:
-      value = json.loads(text)
-    except json.JSONDecodeError as e:
-      raise ConfigError(f"--config.{dotted} is not valid JSON: {e}") from e
-    if not isinstance(value, dict):
-      raise ConfigError(f"--config.{dotted} must be a JSON object")
-    with cfg.unlocked():
-      cfg[dotted] = ml_collections.ConfigDict(value)
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+  """(the `--config.a.b=V` arguments before any `--`, in order; the other arguments)."""
+  end = argv.index("--") if "--" in argv else len(argv)
+  head, tail = argv[:end], argv[end:]
+  return ([a for a in head if a.startswith(presets.PREFIX)],
+          [a for a in head if not a.startswith(presets.PREFIX)] + tail)
 
 
 def run(main, distributed: bool = True) -> None:
-  """Runs main(argv, json_overrides) with user errors mapped to `error: ...`, exit 2.
+  """Runs main(argv, overrides) with user errors mapped to `error: ...`, exit 2.
 
+  A run stopped by SIGTERM/SIGINT (errors.Interrupted, raised once its
+  checkpoint is saved) exits with 128 + the signal's number.
+
+  `overrides` are the `--config.a.b=V` arguments, for `load_config`, when the
+  program has a --config flag (elsewhere absl refuses them as unknown flags).
   With `distributed`, the process first joins a multi-host run if the
   environment describes one (research/distributed.py), before main touches
   any device.
   """
-  overrides = {}
+  overrides = []
 
   def parse(argv):
-    rest = []
-    for arg in argv:
-      prefix = next((p for p in JSON_OVERRIDES if arg.startswith(p)), None)
-      if prefix:
-        overrides[prefix[len("--config."):-1]] = arg[len(prefix):]
-      else:
-        rest.append(arg)
+    rest = argv
+    if "config" in flags.FLAGS:
+      overrides[:], rest = split_overrides(argv)
     try:
       return flags.FLAGS(rest)
-    except (flags.Error, TrellisError, KeyError, AttributeError, ValueError, TypeError) as e:
-      fail(_first_line(e))
+    except (flags.Error, TrellisError) as e:
+      fail(first_line(e))
 
   def guarded(argv):
     logging.set_verbosity(logging.WARNING)
@@ -110,27 +90,30 @@ def run(main, distributed: bool = True) -> None:
         distributed_lib.initialize_from_env()
       return main(argv, overrides)
     except TrellisError as e:
-      fail(_first_line(e))
+      fail(first_line(e))
+    except Interrupted as e:  # the run saved its work: exit as the signal would have
+      sys.exit(128 + e.signum)
 
   app.run(guarded, flags_parser=parse)
 
 
 def define_run_flags():
   """The --config and --workdir flags every training entry point takes."""
-  from ml_collections import config_flags
-  config = config_flags.DEFINE_config_file("config", None, "config file[:preset]",
-                                           lock_config=True)
+  config = flags.DEFINE_string("config", None, "config file[:preset], e.g. "
+                               "configs/pretrain/gpt_clm.py:tiny; override fields with "
+                               "--config.a.b=VALUE")
   workdir = flags.DEFINE_string("workdir", None, "run directory (created, or resumed)")
   flags.mark_flags_as_required(["config", "workdir"])
   return config, workdir
 
 
 def run_training(entry, config_flag, workdir_flag, overrides) -> None:
-  """entry(cfg, workdir) -> results; prints them (process 0), or exits 128+signal if interrupted."""
+  """entry(cfg, workdir) -> results; prints them (process 0).
+
+  An interrupted run raises errors.Interrupted through here: `run` exits 128+signal.
+  """
   cfg = load_config(config_flag, overrides)
   results = entry(cfg, workdir_flag.value)
-  if "interrupted" in results:
-    sys.exit(128 + results["interrupted"])
   import jax
   if jax.process_index() == 0:
     print(json.dumps(results, indent=2))

@@ -25,13 +25,13 @@ import time
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the host runs nothing on a TPU
 
 from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
 from experiments import cli  # noqa: E402
-from research.errors import ConfigError  # noqa: E402
+from research import presets  # noqa: E402
+from research.errors import ConfigError, first_line  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config file[:preset]",
-                                          lock_config=True)
+_CONFIG = flags.DEFINE_string("config", None, "config file[:preset]; override fields with "
+                              "--config.a.b=VALUE")
 _TOPOLOGY = flags.DEFINE_string("topology", None, "TPU generation and chip grid, e.g. "
                                 "v5e:4x4 or v5p:4x4x4")
 _OUT = flags.DEFINE_string("out", "", "also write the figures as JSON here")
@@ -68,7 +68,7 @@ def topology_devices(topology: str) -> tuple[str, list]:
   try:
     desc = topologies.get_topology_desc(platform="tpu", topology_name=topology)
   except (jax.errors.JaxRuntimeError, ValueError, RuntimeError) as e:
-    message = str(e).strip().splitlines()[0]
+    message = first_line(e)
     raise ConfigError(f"--topology={topology!r}: {message}") from None
   return match.group(1), list(desc.devices)
 
@@ -91,14 +91,14 @@ def memory_and_cost(compiled) -> dict:
 def check(cfg, topology: str) -> dict:
   """Compiles the train step of `cfg` (not yet resolved) for `topology`; returns the figures."""
   import jax
-  from research import throughput, train
+  from research import throughput, train, workdir
 
   generation, devices = topology_devices(topology)
   chip = CHIPS[generation]
   # Chips with two TensorCores may show up as two devices (v4 without megacore).
   per_chip = len(devices) // len({tuple(d.coords) for d in devices})
-  cfg = train.resolve(cfg, len(devices))
-  trainer = train.Trainer(cfg, "", None, devices)
+  cfg = workdir.resolve(cfg, len(devices))
+  trainer = train.Trainer(cfg, devices=devices)
   shapes = {name: jax.ShapeDtypeStruct(a.shape, a.dtype)
             for name, a in throughput.synthetic_batch(cfg).items()}
   start = time.perf_counter()
@@ -110,10 +110,10 @@ def check(cfg, topology: str) -> dict:
   except jax.errors.JaxRuntimeError as e:
     if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
       raise
-    return dict(result, fits=False, error=str(e).strip().splitlines()[0],
+    return dict(result, fits=False, error=first_line(e),
                 compile_s=time.perf_counter() - start)
   result.update(memory_and_cost(compiled), compile_s=time.perf_counter() - start)
-  model_flops = throughput.step_flops(cfg, shapes, trainer.num_labels) / len(devices)
+  model_flops = throughput.step_flops(cfg, shapes, trainer.heads) / len(devices)
   result.update(throughput.roofline(result, model_flops,
                                    cfg.train.batch_size * cfg.data.seq_len,
                                    chip["hbm_bytes_per_s"] / per_chip),
@@ -148,7 +148,7 @@ def report(r: dict) -> str:
 
 
 def main(argv, overrides):
-  cfg = cli.load_config(_CONFIG, overrides)
+  cfg = presets.load(_CONFIG.value, overrides)
   result = check(cfg, _TOPOLOGY.value)
   print(report(result))
   if _OUT.value:

@@ -23,17 +23,15 @@ def table(rows: list[tuple[str, str]]) -> str:
 
 
 def main(argv, overrides):
-  import json
   import os
 
   from configs.finetune import mr
   from configs.pretrain import gpt_clm
   from research import finetune, generate, train
+  from research.metric_log import MetricLog
 
   workdir = os.path.join(_WORKDIR.value, "gpt_clm")
   results = train.pretrain(gpt_clm.get_config(_PRESET.value), workdir)
-  if "interrupted" in results:
-    raise SystemExit(128 + results["interrupted"])
   prompts = ["ROMEO.", "To be, or not to be"]
   _, greedy = generate.generate_text(workdir, prompts, max_new_tokens=48)
   _, sampled = generate.generate_text(workdir, prompts, max_new_tokens=48, temperature=0.8,
@@ -48,10 +46,7 @@ def main(argv, overrides):
   mr_cfg.train.steps = 300
   mr_dir = os.path.join(_WORKDIR.value, "mr")
   mr_results = finetune.finetune(mr_cfg, mr_dir)
-  if "interrupted" in mr_results:
-    raise SystemExit(128 + mr_results["interrupted"])
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    speeds = [r["tokens_per_s"] for r in map(json.loads, f) if r["split"] == "train"]
+  speeds = [r["tokens_per_s"] for r in MetricLog.read(workdir, "train")]
   print("\nPretraining: GPT (causal LM) on Shakespeare; then fine-tuning on MR\n")
   print(table([
       ("parameters", f"{results['num_params']:,}"),

@@ -142,9 +142,8 @@ class ProcessGroup:
 
 
 def main(argv, overrides):
+  del overrides  # launch has no --config: the processes' arguments follow `--`
   args = argv[1:]
-  for dotted, text in overrides.items():  # cli.run took these out of argv: put them back
-    args.append(f"--config.{dotted}={text}")
   if _NUM_PROCESSES.value < 1 or _DEVICES.value < 1:
     cli.fail("--num_processes and --devices_per_process must be >= 1")
   port = _PORT.value or free_port()

@@ -29,6 +29,7 @@ from absl import flags
 
 from experiments import cli
 from research import config as config_lib
+from research import presets
 from research import sweep
 from research.errors import ConfigError, TrellisError
 
@@ -43,56 +44,29 @@ _METRIC = flags.DEFINE_string("metric", "", "results.json metric to tabulate, `a
                               "(default: loss; finetune: test/<the task's metric>)")
 flags.mark_flags_as_required(["config", "workdir", "sweep"])
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_BASE = []  # the --config.KEY=V arguments, taken out of argv before absl sees them
-
-
-def load_run_config(config: str, overrides: list[str]):
-  """The config that `--config=CONFIG *overrides` gives an entry point, parsed the same way."""
-  from ml_collections import config_flags
-  plain = [a for a in overrides if not a.startswith(cli.JSON_OVERRIDES)]
-  json_args = [a[len("--config."):].split("=", 1) for a in overrides if a not in plain]
-  argv = ["experiments", f"--config={config}", *plain]
-  flag_values = flags.FlagValues()
-  holder = config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values,
-                                           lock_config=True, sys_argv=argv)
-  try:
-    flag_values(argv)
-    return cli.load_config(holder, dict(json_args))
-  except (flags.Error, TrellisError, KeyError, AttributeError, ValueError, TypeError) as e:
-    raise ConfigError(str(e).strip().splitlines()[0]) from e
-
-
-def _has_field(cfg, dotted: str) -> bool:
-  for part in dotted.split("."):
-    if not hasattr(cfg, "keys") or part not in cfg:
-      return False
-    cfg = cfg[part]
-  return True
 
 
 def plan(config: str, base: list[str], specs: list[str], mode: str, entry: str) -> dict:
-  """{run name: (overrides, args, cfg)}; every bad spec is a ConfigError here."""
+  """{run name: (overrides, args, cfg)}; every bad spec is a ConfigError here.
+
+  Each run's config is loaded as its entry point will load it (research/presets.py).
+  """
   bad = next((a for a in base if "=" not in a), None)
   if bad:
     raise ConfigError(f"{bad} needs a value: write {bad}=VALUE")
   parsed = [sweep.parse_spec(s) for s in specs]
-  plain_cfg = load_run_config(config, [])
-  base_keys = [a[len("--config."):].split("=", 1)[0] for a in base]
-  for key in base_keys:
-    if not _has_field(plain_cfg, key):
-      raise ConfigError(f"--config.{key}: the config has no field {key}")
+  base_cfg = presets.load(config, base)  # a bad base field or value, reported as such
+  base_keys = [presets.parse_override(a)[0] for a in base]
   for key, _ in parsed:
-    if not _has_field(plain_cfg, key):
-      raise ConfigError(f"--sweep {key}: the config has no field {key}")
+    presets.locate(base_cfg, key, f"--sweep {key}")
     if key in base_keys:
       raise ConfigError(f"{key} is both swept and set by --config.{key}; drop one")
-  load_run_config(config, base)  # a bad base value is reported as such, not per run
   runs = {}
   for overrides in sweep.expand(parsed, mode):
     name = sweep.run_name(overrides)
     args = [f"--config={config}", *base, *(f"--config.{k}={v}" for k, v in overrides.items())]
     try:
-      cfg = load_run_config(config, args[1:])
+      cfg = presets.load(config, args[1:])
     except ConfigError as e:
       raise ConfigError(f"run {name}: {e}") from e
     if entry == "finetune" and cfg.task not in _tasks():
@@ -275,8 +249,8 @@ def report(root: str, results: list, metric: str, title: str) -> str:
 def main(argv, overrides):
   if len(argv) > 1:
     raise ConfigError(f"unexpected argument {argv[1]!r}; overrides are --config.KEY=VALUE")
-  root, entry = _WORKDIR.value, _ENTRY.value
-  runs = plan(_CONFIG.value, _BASE, _SWEEP.value, _MODE.value, entry)
+  root, entry, base = _WORKDIR.value, _ENTRY.value, overrides  # base: every run's --config.*
+  runs = plan(_CONFIG.value, base, _SWEEP.value, _MODE.value, entry)
   metric = _METRIC.value or default_metric(entry, [cfg for _, _, cfg in runs.values()])
   check_workdirs(root, runs, entry, metric)
   done = {name for name in runs
@@ -293,7 +267,7 @@ def main(argv, overrides):
   os.makedirs(root, exist_ok=True)
   with open(os.path.join(root, "sweep.json"), "w") as f:
     json.dump({"config": _CONFIG.value, "entry": entry, "mode": _MODE.value,
-               "sweep": _SWEEP.value, "base": _BASE, "metric": metric, "commit": commit,
+               "sweep": _SWEEP.value, "base": base, "metric": metric, "commit": commit,
                "runs": {name: overrides for name, (overrides, _, _) in runs.items()}}, f, indent=2)
   print(f"sweep: {len(runs)} runs, {len(done)} already done, {len(todo)} to run "
         f"({_PARALLEL.value} at a time) in {root}", flush=True)
@@ -316,7 +290,4 @@ def main(argv, overrides):
 
 
 if __name__ == "__main__":
-  # --config.KEY=V are passed through to every run, not parsed here (absl knows no such flags).
-  _BASE[:] = [a for a in sys.argv[1:] if a.startswith("--config.")]
-  sys.argv[1:] = [a for a in sys.argv[1:] if not a.startswith("--config.")]
   cli.run(main, distributed=False)

@@ -8,15 +8,29 @@ so a crash never leaves a half checkpoint that looks finished.
 
 The data state is process-independent (every process holds the same global
 position), so a checkpoint written by N processes restores in M processes.
+
+Older checkpoints restore under today's param names: post-norm embedding norms
+saved as the stack's final norm (models.transformer.legacy_names), and
+Transformer blocks saved one layer per param. Before issue 13 (one Transformer
+layout) a run without model.scan_layers saved "backbone/blocks/<i>/<rest>" for
+every layer i where today's hold one array "backbone/blocks/<rest>" with layer i
+at [i] (encoder_blocks and decoder_blocks alike, optimizer moments keyed alike):
+`restore` reads such a checkpoint layer by layer and stacks the layers.
 """
 
 import os
+import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding, PartitionSpec
 
-from research.errors import CheckpointError
+from research.errors import CheckpointError, first_line
+
+# A param saved per layer: "<stack>/<i>/<rest>", today "<stack>/<rest>" with layer i at [i].
+_PER_LAYER = re.compile(r"^(.+)/(\d+)/(.+)$")
 
 
 class Checkpoints:
@@ -27,8 +41,10 @@ class Checkpoints:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep,
                                            enable_async_checkpointing=async_save,
                                            create=True)
-    self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                         item_names=("state", "data", "meta"))
+    # Handlers named up front, so item_metadata reads a checkpoint's tree without a warning.
+    handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler()}
+    self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -44,37 +60,33 @@ class Checkpoints:
 
     `abstract_state` is a tree of `jax.ShapeDtypeStruct` with `sharding` set,
     so a checkpoint written on one mesh restores onto any other. Params saved
-    under an older name (models.transformer.legacy_names) restore under today's.
+    under an older name (models.transformer.legacy_names) restore under today's,
+    and params saved per layer are stacked (see the module docstring).
     """
     try:
-      renamed = self._legacy_names(step, abstract_state)
+      saved = self._saved_params(step, abstract_state)
+      renamed = self._legacy_names(saved, abstract_state)
+      layers = per_layer_names(saved, abstract_state["params"]) if saved else {}
+      target = split_layers(rename_keys(abstract_state, renamed), layers)
       restored = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(rename_keys(abstract_state, renamed)),
+          state=ocp.args.StandardRestore(target),
           data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
     except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
-      first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-      raise CheckpointError(f"cannot restore {self.directory}/{step}: {first_line}") from e
+      raise CheckpointError(f"cannot restore {self.directory}/{step}: {first_line(e)}") from e
     state = rename_keys(restored.state, {old: new for new, old in renamed.items()})
-    return state, restored.data, restored.meta
+    return stack_layers(state, abstract_state, layers), restored.data, restored.meta
 
-  def _legacy_names(self, step: int, abstract_state) -> dict[str, str]:
-    """{param name: the older name the checkpoint at `step` holds it under}."""
+  def _saved_params(self, step: int, abstract_state) -> set[str]:
+    """The param names the checkpoint at `step` holds (read from its metadata, no arrays)."""
+    if not (isinstance(abstract_state, dict) and abstract_state.get("params")):
+      return set()
+    return set(self.manager.item_metadata(step)["state"]["params"].keys())
+
+  def _legacy_names(self, saved: set, abstract_state) -> dict[str, str]:
+    """{param name: the older name the checkpoint holding `saved` params has it under}."""
     from research.models import transformer  # late: the models import jax
-    params = abstract_state.get("params") if isinstance(abstract_state, dict) else None
-    renames = transformer.legacy_names(params or {})
-    if not renames:
-      return {}
-    with ocp.StandardCheckpointer() as reader:  # the saved tree, without reading arrays
-      metadata = reader.metadata(os.path.join(self.directory, str(step), "state"))
-    saved = set(metadata.item_metadata["params"].keys())
+    renames = transformer.legacy_names(abstract_state["params"] if saved else {})
     return {new: old for new, old in renames.items() if new not in saved and old in saved}
-
-  def read_meta(self, step: int) -> dict:
-    """The metadata item alone (lineage, config) without touching the arrays."""
-    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
 
   def close(self) -> None:
     self.manager.wait_until_finished()
@@ -92,6 +104,78 @@ def rename_keys(tree, rename: dict):
   if isinstance(tree, (tuple, list)):
     return type(tree)(rename_keys(v, rename) for v in tree)
   return tree
+
+
+def per_layer_names(saved: set, params: dict) -> dict[str, list[str]]:
+  """{param of `params`: its layers' names in `saved`, in order} for the params a
+  checkpoint holds per layer ("<stack>/<i>/<rest>", today "<stack>/<rest>")."""
+  groups = {}
+  for name in saved:
+    match = _PER_LAYER.match(name)
+    stacked = match and f"{match[1]}/{match[3]}"
+    if stacked and stacked in params and stacked not in saved:
+      groups.setdefault(stacked, {})[int(match[2])] = name
+  out = {}
+  for stacked, layers in groups.items():
+    count = params[stacked].shape[0]
+    if sorted(layers) != list(range(count)):
+      raise CheckpointError(f"the checkpoint holds layers {sorted(layers)} of {stacked}, "
+                            f"but the network has {count}; the checkpoint and the config "
+                            "describe different models")
+    out[stacked] = [layers[i] for i in range(count)]
+  return out
+
+
+def _layer_struct(stacked):
+  """The ShapeDtypeStruct of one layer of a stacked param (placed as its layers are)."""
+  sharding = stacked.sharding
+  if isinstance(sharding, NamedSharding):
+    sharding = NamedSharding(sharding.mesh, PartitionSpec(*tuple(sharding.spec)[1:]))
+  return jax.ShapeDtypeStruct(stacked.shape[1:], stacked.dtype, sharding=sharding)
+
+
+def split_layers(tree, layers: dict):
+  """The restore target `tree` with each stacked key of `layers` split into its layers' keys."""
+  if not layers:
+    return tree
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      if key in layers:
+        out.update({name: _layer_struct(value) for name in layers[key]})
+      else:
+        out[key] = split_layers(value, layers)
+    return out
+  return _map_children(tree, lambda child: split_layers(child, layers))
+
+
+def stack_layers(tree, abstract, layers: dict):
+  """Restored `tree` with each param of `layers` stacked from its layers again, placed
+  as `abstract` (the restore target before `split_layers`) places it."""
+  if not layers:
+    return tree
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in abstract.items():
+      if key in layers:
+        stack = jax.jit(lambda *xs: jnp.stack(xs), out_shardings=value.sharding)
+        out[key] = stack(*[tree[name] for name in layers[key]])
+      else:
+        out[key] = stack_layers(tree[key], value, layers)
+    return out
+  if not isinstance(tree, (tuple, list)):
+    return tree
+  return _map_children(tree, lambda pair: stack_layers(*pair, layers), zip(tree, abstract))
+
+
+def _map_children(tree, fn, children=None):
+  """A tuple, NamedTuple or list like `tree` of fn(child) (`children`: default its own)."""
+  if not isinstance(tree, (tuple, list)):
+    return tree
+  mapped = [fn(child) for child in (tree if children is None else children)]
+  if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # optax states are NamedTuples
+    return type(tree)(*mapped)
+  return type(tree)(mapped)
 
 
 def check_params(params: dict, abstract: dict, source: str) -> None:

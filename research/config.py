@@ -13,6 +13,7 @@ import math
 
 import ml_collections
 
+from research.data import sources
 from research.errors import ConfigError
 
 # Logical axis names used by parameter and activation annotations, mapped to
@@ -36,7 +37,7 @@ OPEN_FIELDS = ("objectives",)
 # Fields that must match for a checkpoint to be restored into a run.
 COMPATIBILITY_FIELDS = ("model", "data.vocab_size", "data.seq_len")
 # Model fields that leave the params as they are: how the network is executed (remat,
-# attention, scan_layers: params are converted between layouts), its compute dtype
+# attention, scan_layers: one params layout either way), its compute dtype
 # (params stay float32) and its regularisation (dropout rates). They are free to change
 # on resume, and a fine-tuning run keeps its own values of them; every other model field
 # is the architecture, fixed by the checkpoint (resume) or the source (fine-tuning).
@@ -89,9 +90,10 @@ def default_config() -> ml_collections.ConfigDict:
   #   (minimal keeps the weight matmuls' outputs, full only each block's input)
   m.attention = "auto"  # auto | xla | cudnn: jax.nn.dot_product_attention implementation
   #   (cudnn: flash attention; GPU and model.dtype=bfloat16 only)
-  m.scan_layers = False  # Transformer: run each stack of blocks as one lax.scan over params
-  #   stacked on a leading "layers" axis, so compile time does not grow with num_layers
-  #   (same results; the params tree differs, so a run resumes only with the same value)
+  m.scan_layers = False  # Transformer: run each stack of blocks as one lax.scan over its
+  #   params (always stacked on a leading "layers" axis), so compile time does not grow
+  #   with num_layers; False runs the layers in a Python loop (same params, same results
+  #   up to float rounding; free to change on resume)
 
   # Pretraining objectives and their loss weights; 0 switches one off.
   c.objectives = ml_collections.ConfigDict({"clm": 1.0})
@@ -232,8 +234,9 @@ def _check_scan_layers(cfg) -> None:
 
 def validate(cfg, num_devices: int) -> None:
   """Raises ConfigError for the first invalid or contradictory value."""
-  from research.models import MODELS  # late: models import this module
-  from research.objectives import OBJECTIVES
+  # late: the registries import jax, and the config is read before jax is set up
+  from research.models import MODELS  # late: as above
+  from research.objectives import OBJECTIVES  # late: as above
 
   m, d, t = cfg.model, cfg.data, cfg.train
   _choice(m.arch, sorted(MODELS), "model.arch")
@@ -283,8 +286,9 @@ def validate(cfg, num_devices: int) -> None:
   _check(0 <= o.nsp_random_rate <= 1, "objective_options.nsp_random_rate must be in [0, 1]")
   _check(o.chunked_loss >= 0, f"objective_options.chunked_loss must be >= 0, got {o.chunked_loss}")
   if cfg.objectives.get("span", 0) > 0:
-    from research.data.tokenizer import NUM_SENTINELS  # every Trellis tokenizer has them
-    from research.objectives import span
+    # Every Trellis tokenizer has NUM_SENTINELS sentinels.
+    from research.data.tokenizer import NUM_SENTINELS  # late: loads sentencepiece
+    from research.objectives import span  # late: as MODELS above
     span.check_fits(d.seq_len, o.noise_density, o.mean_span_length, NUM_SENTINELS)
 
   _check(d.seq_len > 1, f"data.seq_len must be > 1, got {d.seq_len}")
@@ -300,6 +304,8 @@ def validate(cfg, num_devices: int) -> None:
          f"data.eval_fraction must be in (0, 1), got {d.eval_fraction}")
   _check(d.source != "files" or d.train_files,
          "data.source=files needs data.train_files")
+  if not cfg.task:  # a pretraining source; fine-tuning ones are task datasets (data/tasks.py)
+    sources.source_kind(d.source, d.hub_config)
   _choice(d.tokenizer_type, ("unigram", "bpe"), "data.tokenizer_type")
   _check(d.doc_stride > 0 and d.max_answer_tokens > 0 and d.target_len > 1,
          "data.doc_stride, data.max_answer_tokens must be positive and data.target_len > 1")
@@ -356,20 +362,13 @@ def check_compatible(saved: dict, cfg) -> None:
   saved_model = saved.get("model") if isinstance(saved.get("model"), dict) else {}
   if saved_model:  # a run saved before a model field existed has its default
     saved = dict(saved, model={**default_config().model.to_dict(), **saved_model})
-  # Runs saved before model.scan_layers existed hold per-layer params.
-  old_scan = saved_model.get("scan_layers", False)
-  if old_scan != new["model"]["scan_layers"]:
-    raise ConfigError(
-        f"the workdir's checkpoints hold {'stacked' if old_scan else 'per-layer'} params "
-        f"(model.scan_layers={old_scan}); resume with --config.model.scan_layers={old_scan} "
-        "or use a new --workdir")
   for field in COMPATIBILITY_FIELDS:
     try:
       old_value = _get(saved, field)
     except KeyError:
       old_value = None
     if field == "model" and isinstance(old_value, dict):
-      # Free fields may differ; scan_layers (the params layout) was compared above.
+      # Free fields may differ (scan_layers too: the params layout is the same).
       old_value = {k: v for k, v in old_value.items() if k not in FREE_MODEL_FIELDS}
       new = dict(new, model={k: v for k, v in new["model"].items()
                              if k not in FREE_MODEL_FIELDS})

@@ -19,6 +19,8 @@ With none of these set the run is a single process, as before.
 
 import os
 
+import jax
+
 from research.errors import ConfigError
 
 ENV_COORDINATOR = "TRELLIS_COORDINATOR"
@@ -88,7 +90,6 @@ def initialize_from_env(environ=None) -> bool:
   args = initialize_args(environ)
   if args is None:
     return False
-  import jax
   if jax.distributed.is_initialized():
     return True
   jax.distributed.initialize(**args)

@@ -1,8 +1,10 @@
-"""User-facing errors.
+"""User-facing errors, and the interruption of a run.
 
-Each of these means "the user asked for something we cannot do", not a bug:
-the command-line entry points print them as one line `error: ...` and exit
-with status 2, without a traceback.
+Each TrellisError means "the user asked for something we cannot do", not a
+bug: the command-line entry points print them as one line `error: ...` and
+exit with status 2, without a traceback. `Interrupted` is not an error: a
+run stopped by a signal after saving its work; the entry points exit with
+128 + the signal's number, as a process killed by it would.
 """
 
 
@@ -24,3 +26,17 @@ class CheckpointError(TrellisError):
 
 class TrainingError(TrellisError):
   """Training cannot go on (for example the loss became NaN or Inf)."""
+
+
+class Interrupted(Exception):
+  """SIGTERM/SIGINT stopped training at `step`, whose checkpoint is saved; rerunning resumes."""
+
+  def __init__(self, signum: int, step: int):
+    super().__init__(f"signal {signum}: saved step {step}; run the same command to resume")
+    self.signum, self.step = signum, step
+
+
+def first_line(e: BaseException) -> str:
+  """An exception's message cut to its first line (its type's name if it has none)."""
+  text = str(e).strip()
+  return text.splitlines()[0] if text else type(e).__name__

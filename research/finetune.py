@@ -19,20 +19,25 @@ The run selects its best validation checkpoint (train.best_metric, the
 task's metric by default) and reports that checkpoint's test metrics.
 """
 
+import functools
 import json
 import os
 from typing import NamedTuple
 
 import jax
 import numpy as np
-from flax import nnx
 
 from research import config as config_lib
-from research import train
+from research import hf, objectives, train
 from research.checkpoint import BestParams, Checkpoints
+from research.data.hf_tokenizer import load_tokenizer
+from research.data.pipeline import TrainData
+from research.data.tasks import load_task_data
+from research.data.tokenizer import load_or_train_tokenizer
 from research.errors import CheckpointError, ConfigError
-from research.models import Network
+from research.objectives.base import Vocab
 from research.tasks import TASKS
+from research.workdir import prepare_workdir, resolve, restore_params
 
 # Free fields whose source value differs from the run's are named (regularisation).
 _NOTED_FREE_FIELDS = ("dropout", "attention_dropout")
@@ -49,15 +54,6 @@ class Source(NamedTuple):
 def _is_workdir(path: str) -> bool:
   return os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(
       os.path.join(path, "checkpoints"))
-
-
-def _layer_layout(params: dict, cfg) -> dict:
-  """Transformer params per layer, or stacked when cfg.model.scan_layers (either source)."""
-  if cfg.model.arch != "transformer":
-    return params
-  from research.models import transformer
-  params = transformer.unstack_layers(params)
-  return transformer.stack_layers(params) if cfg.model.scan_layers else params
 
 
 def _fixed_fields(name: str, overrides: dict, cfg) -> dict:
@@ -82,27 +78,24 @@ def _fixed_fields(name: str, overrides: dict, cfg) -> dict:
 
 def load_source(cfg, heads: dict) -> Source | None:
   """The pretrained weights, tokenizer and lineage named by cfg.init_from (None: scratch)."""
-  from research import hf
-  from research.data.hf_tokenizer import load_tokenizer
   name = cfg.init_from
   if not name:
     return None
   if _is_workdir(name):
-    src_cfg, _, params, step = train.restore_params(name)
+    src_cfg, _, params, step = restore_params(name)
     model = _fixed_fields(name, {f"model.{k}": v for k, v in src_cfg.model.items()}, cfg)
     if cfg.model.arch != src_cfg.model.arch or cfg.model.kind != src_cfg.model.kind:
       raise ConfigError(
           f"init_from={name} is a {src_cfg.model.arch} {src_cfg.model.kind} but the config asks "
           f"for model.arch={cfg.model.arch} model.kind={cfg.model.kind}")
-    backbone = _layer_layout({k: np.asarray(v) for k, v in params.items()
-                              if k.startswith("backbone/")}, cfg)
+    backbone = {k: np.asarray(v) for k, v in params.items() if k.startswith("backbone/")}
     lineage = {"source": os.path.abspath(name), "step": int(step),
                "config_hash": config_lib.config_hash(src_cfg)}
     return Source(model, backbone, load_tokenizer(name), lineage)
   folder = hf.model_folder(name, cfg.data.cache_dir)
   if not folder.is_dir():
     raise CheckpointError(f"init_from={name} is neither a Trellis workdir nor a model folder")
-  model, params = hf.import_bert(folder, heads, scan_layers=cfg.model.scan_layers)
+  model, params = hf.import_bert(folder, heads)
   model = _fixed_fields(name, model, cfg)
   if cfg.model.arch != model["model.arch"] or cfg.model.kind != model["model.kind"]:
     raise ConfigError(f"init_from={name} is a BERT encoder but the config asks for "
@@ -110,21 +103,23 @@ def load_source(cfg, heads: dict) -> Source | None:
   return Source(model, params, load_tokenizer(folder), {"source": str(name), "format": "hf-bert"})
 
 
-class TaskExamples(NamedTuple):
-  """What train_and_evaluate needs from the data side, for a task."""
-  tokenizer: object
-  train: dict
-  eval: dict
-  label_names: tuple | None
-  unigram_perplexity: float | None = None
-
-
 def _tokenizer_for(cfg, splits: dict):
   """A SentencePiece tokenizer trained on the task's train texts (from-scratch runs)."""
-  from research.data.tokenizer import load_or_train_tokenizer
   texts = [" ".join(str(v) for k, v in e.items() if isinstance(v, str) and k != "id")
            for e in splits["train"]]
   return load_or_train_tokenizer(texts, cfg.data)
+
+
+def _selected_params(trainer: train.Trainer, workdir: str):
+  """The best validation checkpoint's params; the last state's if no evaluation ran."""
+  best = BestParams(os.path.join(workdir, "best"), trainer.cfg.train.best_metric)
+  params = best.restore(trainer.abstract_state["params"])
+  best.close()
+  if params is None:
+    ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), async_save=False)
+    params = ckpts.restore(ckpts.latest_step(), trainer.abstract_state)[0]["params"]
+    ckpts.close()
+  return params
 
 
 def finetune(cfg, workdir: str) -> dict:
@@ -132,10 +127,8 @@ def finetune(cfg, workdir: str) -> dict:
 
   Results hold the best validation metrics under "validation" and the test
   metrics of the best checkpoint under "test"; also in workdir/results.json.
+  Raises errors.Interrupted as train_and_evaluate does.
   """
-  from research import hf, objectives
-  from research.data.tasks import load_task_data
-
   if cfg.task not in TASKS:
     raise ConfigError(f"task={cfg.task!r} is not one of {', '.join(sorted(TASKS))}")
   task = TASKS[cfg.task]
@@ -155,33 +148,21 @@ def finetune(cfg, workdir: str) -> dict:
   if tokenizer.vocab_size > cfg.model.vocab_size:
     raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only "
                       f"{cfg.model.vocab_size} embeddings")
-  cfg = train.resolve(cfg, jax.device_count())
-  train.prepare_workdir(cfg, workdir)
+  cfg = resolve(cfg, jax.device_count())
+  prepare_workdir(cfg, workdir)
   if jax.process_index() == 0:  # the workdir is self-contained: generate/evaluate read it
-    hf.save_tokenizer(tokenizer, workdir)
-  backbone_kind = objectives.backbone_kind(
-      nnx.eval_shape(lambda: Network(cfg.model, {}, rngs=nnx.Rngs(0))).backbone)
-  encoded = {split: task.encode(examples, tokenizer, cfg, backbone_kind)
+    tokenizer.save(workdir)
+  encoded = {split: task.encode(examples, tokenizer, cfg)
              for split, examples in task_data.splits.items()}
-  data = TaskExamples(tokenizer, encoded["train"].arrays, encoded["validation"].arrays,
-                      task_data.label_names)
-  evaluate = lambda trainer, params: task.evaluate(trainer, params, encoded["validation"],
-                                                   tokenizer, cfg)
-  trainer = train.Trainer(cfg, workdir, data)
-  results = train.train_and_evaluate(cfg, workdir, data, evaluate=evaluate,
-                                     initial_params=source.params if source else None,
-                                     lineage=source.lineage if source else None,
-                                     trainer=trainer)
-  if "interrupted" in results:
-    return results
-  best = BestParams(os.path.join(workdir, "best"), cfg.train.best_metric)
-  params = best.restore(trainer.abstract_state["params"])
-  best.close()
-  if params is None:  # no evaluation ever ran: the last state
-    ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), async_save=False)
-    params = ckpts.restore(ckpts.latest_step(), trainer.abstract_state)[0]["params"]
-    ckpts.close()
-  test = task.evaluate(trainer, params, encoded["test"], tokenizer, cfg)
+  trainer = train.Trainer(cfg, Vocab.from_tokenizer(tokenizer, cfg.model.vocab_size), heads)
+  score = lambda params, split: task.evaluate(functools.partial(trainer.predict, params),
+                                              encoded[split], tokenizer, cfg)
+  results = train.train_and_evaluate(
+      trainer, workdir, TrainData(encoded["train"].arrays, encoded["validation"].arrays),
+      evaluate=lambda params: score(params, "validation"),
+      initial_params=source.params if source else None,
+      lineage=source.lineage if source else None)
+  test = score(_selected_params(trainer, workdir), "test")
   results = dict(results, test=test, task=cfg.task, data=cfg.data.source,
                  label_names=list(task_data.label_names or ()))
   if jax.process_index() == 0:

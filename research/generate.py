@@ -3,13 +3,21 @@
 Sampling is greedy (temperature 0), or temperature sampling optionally
 restricted by top-k and/or top-p (nucleus). The prompt is fed in one
 `decode_step` call, then one token per step inside a jitted `lax.scan`.
+Encoder-decoders decode greedily or by beam search (`translate_rows`). Every
+output ends where `cut_at_eos` cuts it: before the first eos.
 """
 
 import functools
+import os
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from research.data.tokenizer import Tokenizer
+from research.errors import ConfigError
+from research.workdir import restore_params
 
 
 def filter_logits(logits, top_k: int = 0, top_p: float = 1.0):
@@ -163,11 +171,13 @@ def _generate(params, prompt, rng, *, merge, max_new_tokens, temperature, top_k,
                      top_p, prompt.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("merge", "max_new_tokens", "beam_size",
-                                             "length_penalty", "bos_id", "eos_id"))
-def _translate(params, source, source_segments, *, merge, max_new_tokens, beam_size,
-               length_penalty, bos_id, eos_id):
-  model = merge(params)
+def translate_rows(model, source, source_segments, *, max_new_tokens: int, bos_id: int,
+                   eos_id: int, beam_size: int = 1, length_penalty: float = 0.6):
+  """Output tokens [B, max_new_tokens] of an encoder-decoder for source rows [B, S] (traceable).
+
+  Greedy with beam_size 1, else beam search with the GNMT length penalty;
+  segment_ids 0 mark padding. Rows run on past eos: `cut_at_eos` ends them.
+  """
   positions = jnp.broadcast_to(jnp.arange(source.shape[1]), source.shape)
   encoded = model.encode(source, segment_ids=source_segments, positions=positions)
   if beam_size > 1:
@@ -185,59 +195,57 @@ def _translate(params, source, source_segments, *, merge, max_new_tokens, beam_s
                      0, 1.0)
 
 
+@functools.partial(jax.jit, static_argnames=("merge", "max_new_tokens", "beam_size",
+                                             "length_penalty", "bos_id", "eos_id"))
+def _translate(params, source, source_segments, *, merge, max_new_tokens, beam_size,
+               length_penalty, bos_id, eos_id):
+  return translate_rows(merge(params), source, source_segments, max_new_tokens=max_new_tokens,
+                        bos_id=bos_id, eos_id=eos_id, beam_size=beam_size,
+                        length_penalty=length_penalty)
+
+
 def translate(merge, params, source, source_segments, *, max_new_tokens: int, bos_id: int,
               eos_id: int, beam_size: int = 1, length_penalty: float = 0.6) -> list[list[int]]:
-  """Encoder-decoder outputs for source rows [B, S] (segment_ids 0 = padding), cut after eos.
+  """`translate_rows` of source rows [B, S] in one jitted call, each output cut before eos.
 
-  Greedy with beam_size 1, else beam search with the GNMT length penalty.
+  Evaluation decodes through the Trainer's sharded, batched predict instead
+  (tasks/seq2seq.py).
   """
-  tokens = jax.device_get(_translate(params, jnp.asarray(source), jnp.asarray(source_segments),
-                                     merge=merge, max_new_tokens=max_new_tokens,
-                                     beam_size=beam_size, length_penalty=length_penalty,
-                                     bos_id=bos_id, eos_id=eos_id))
-  return [_cut(row, eos_id) for row in tokens.tolist()]
+  tokens = _translate(params, jnp.asarray(source), jnp.asarray(source_segments), merge=merge,
+                      max_new_tokens=max_new_tokens, beam_size=beam_size,
+                      length_penalty=length_penalty, bos_id=bos_id, eos_id=eos_id)
+  return cut_at_eos(jax.device_get(tokens), eos_id)
 
 
-def _cut(row: list[int], eos_id: int | None) -> list[int]:
-  """The tokens up to (not including) the first eos."""
-  return row[:row.index(eos_id)] if eos_id is not None and eos_id in row else row
+def cut_at_eos(tokens, eos_id: int | None) -> list[list[int]]:
+  """Each row of tokens [B, T] up to (not including) its first eos: where every output ends."""
+  rows = np.asarray(tokens).tolist()
+  return [row[:row.index(eos_id)] if eos_id is not None and eos_id in row else row
+          for row in rows]
 
 
 def generate(merge, params, prompt_ids: list[list[int]], *, max_new_tokens: int, rng,
              temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
              eos_id: int | None = None) -> list[list[int]]:
-  """New token ids for each prompt (prompts of equal length), cut after eos_id.
+  """New token ids for each prompt (prompts of equal length), cut before eos_id.
 
   `merge(params)` must return the backbone (a hashable callable, e.g. a bound
   method of a frozen dataclass, so the jitted loop is cached).
   """
   prompt = jnp.asarray(prompt_ids, jnp.int32)
-  tokens = jax.device_get(_generate(params, prompt, rng, merge=merge,
-                                    max_new_tokens=max_new_tokens, temperature=temperature,
-                                    top_k=top_k, top_p=top_p))
-  out = []
-  for row in tokens.tolist():
-    if eos_id is not None and eos_id in row:
-      row = row[:row.index(eos_id) + 1]
-    out.append(row)
-  return out
+  tokens = _generate(params, prompt, rng, merge=merge, max_new_tokens=max_new_tokens,
+                     temperature=temperature, top_k=top_k, top_p=top_p)
+  return cut_at_eos(jax.device_get(tokens), eos_id)
 
 
 def generate_text(workdir: str, prompts: list[str], *, max_new_tokens: int = 64,
                   temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                   seed: int = 0) -> tuple[int, list[str]]:
   """(checkpoint step, continuations) of each prompt from a run's latest checkpoint."""
-  import os
-
-  from research import train
-  from research.data.tokenizer import Tokenizer
-  from research.errors import ConfigError
-
   if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or max_new_tokens < 1:
     raise ConfigError("need temperature >= 0, 0 < top_p <= 1, top_k >= 0, max_new_tokens >= 1")
-  cfg, netdef, params, step = train.restore_params(workdir)
-  backbone = netdef.merge(params).backbone
-  if not backbone.causal or not hasattr(backbone, "decode_step"):
+  cfg, netdef, params, step = restore_params(workdir)
+  if cfg.model.kind != "decoder":
     raise ConfigError(f"model.arch={cfg.model.arch} model.kind={cfg.model.kind} cannot "
                       "generate text: it is not a decoder")
   tokenizer = Tokenizer(os.path.join(workdir, "tokenizer.model"))

@@ -11,12 +11,12 @@ BERT maps onto the Trellis Transformer encoder with post-LN blocks
   embeddings.position_embeddings      backbone/pos_embed
   embeddings.token_type_embeddings    backbone/type_embed
   embeddings.LayerNorm                backbone/embed_norm (post-LN: on the embeddings)
-  encoder.layer.i.attention.self.q/k/v   backbone/blocks/i/attn/query|key|value
-  encoder.layer.i.attention.output.dense backbone/blocks/i/attn/out
-  encoder.layer.i.attention.output.LayerNorm  backbone/blocks/i/attn_norm
-  encoder.layer.i.intermediate.dense  backbone/blocks/i/mlp/up
-  encoder.layer.i.output.dense        backbone/blocks/i/mlp/down
-  encoder.layer.i.output.LayerNorm    backbone/blocks/i/mlp_norm
+  encoder.layer.i.attention.self.q/k/v   backbone/blocks/attn/query|key|value [i]
+  encoder.layer.i.attention.output.dense backbone/blocks/attn/out [i]
+  encoder.layer.i.attention.output.LayerNorm  backbone/blocks/attn_norm [i]
+  encoder.layer.i.intermediate.dense  backbone/blocks/mlp/up [i]
+  encoder.layer.i.output.dense        backbone/blocks/mlp/down [i]
+  encoder.layer.i.output.LayerNorm    backbone/blocks/mlp_norm [i]
   pooler.dense                        heads/<h>/pool of every "pooled" head
   cls.seq_relationship                heads/nsp/out (BERT's NSP head, on the pooler)
   cls.predictions.transform.dense     backbone/vocab_transform/dense   (BERT's MLM
@@ -28,9 +28,9 @@ The pooler and the NSP and MLM heads are optional: a checkpoint without a
 pooler (sentence-transformers exports) imports with the pooled heads' `pool`
 layers fresh. Tensors are saved under `bert.` with `cls.` heads
 (BertForPreTraining, BertForMaskedLM, BertForNextSentencePrediction) when
-heads are exported, as BertModel's names otherwise. A `model.scan_layers=True`
-encoder holds `backbone/blocks/<rest>` with layer i at [i] instead
-(models.transformer.stack_layers); both import and export.
+heads are exported, as BertModel's names otherwise. BERT keeps one tensor per
+layer where Trellis stacks the layers of a param on a leading axis ([i] above):
+import stacks them, export takes them apart.
 
 Linear weights are [out, in] in PyTorch and [in, out] here (transposed);
 LayerNorm weight/bias are scale/bias. BERT's attention mask is Trellis'
@@ -41,17 +41,17 @@ the real tokens (padding rows differ and are never read).
 import json
 import os
 import pathlib
-import shutil
 import sys
 
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from research import config as config_lib
 from research.data import sources
-from research.errors import CheckpointError
+from research.errors import CheckpointError, first_line
+from research.network import define_network
 
-BUILTIN_MODELS = ("minilm-l6",)
 # Tensors of other BERT classes' heads (MLM, NSP, classifiers, QA), and
 # buffers: known, and reported as unused instead of refused.
 _OTHER_HEADS = ("cls.", "classifier.", "qa_outputs.", "embeddings.position_ids")
@@ -146,32 +146,35 @@ def model_to_bert_config(model_cfg, pad_id: int = 0, architecture: str = "BertMo
 
 
 def _name_map(num_layers: int, pooled_heads, *, nsp: bool = False, mlm: bool = False,
-              tied: bool = True) -> dict[str, tuple[str, bool]]:
-  """HF tensor name -> (Trellis param name, whether it is a transposed Linear weight).
+              tied: bool = True) -> dict[str, tuple[str, bool, int | None]]:
+  """HF tensor name -> (Trellis param name, whether it is a transposed Linear weight,
+  its layer: the index into the Trellis param's stacked layers, None if not a block's).
 
   `pooled_heads` take the pooler; `nsp` adds the NSP head (on NSP_HEAD's pool), `mlm`
   the MLM head (and, not `tied`, its own decoder: the Trellis `head`).
   """
-  pairs = {"embeddings.word_embeddings.weight": ("backbone/embed/embedding", False),
-           "embeddings.position_embeddings.weight": ("backbone/pos_embed", False),
-           "embeddings.token_type_embeddings.weight": ("backbone/type_embed", False)}
+  pairs = {"embeddings.word_embeddings.weight": ("backbone/embed/embedding", False, None),
+           "embeddings.position_embeddings.weight": ("backbone/pos_embed", False, None),
+           "embeddings.token_type_embeddings.weight": ("backbone/type_embed", False, None)}
 
-  def linear(hf, ours):
-    pairs[f"{hf}.weight"], pairs[f"{hf}.bias"] = (f"{ours}/kernel", True), (f"{ours}/bias", False)
+  def linear(hf, ours, layer=None):
+    pairs[f"{hf}.weight"] = (f"{ours}/kernel", True, layer)
+    pairs[f"{hf}.bias"] = (f"{ours}/bias", False, layer)
 
-  def layernorm(hf, ours):
-    pairs[f"{hf}.weight"], pairs[f"{hf}.bias"] = (f"{ours}/scale", False), (f"{ours}/bias", False)
+  def layernorm(hf, ours, layer=None):
+    pairs[f"{hf}.weight"] = (f"{ours}/scale", False, layer)
+    pairs[f"{hf}.bias"] = (f"{ours}/bias", False, layer)
 
   layernorm("embeddings.LayerNorm", "backbone/embed_norm")
   for i in range(num_layers):
-    hf, ours = f"encoder.layer.{i}", f"backbone/blocks/{i}"
+    hf, ours = f"encoder.layer.{i}", "backbone/blocks"
     for proj in ("query", "key", "value"):
-      linear(f"{hf}.attention.self.{proj}", f"{ours}/attn/{proj}")
-    linear(f"{hf}.attention.output.dense", f"{ours}/attn/out")
-    layernorm(f"{hf}.attention.output.LayerNorm", f"{ours}/attn_norm")
-    linear(f"{hf}.intermediate.dense", f"{ours}/mlp/up")
-    linear(f"{hf}.output.dense", f"{ours}/mlp/down")
-    layernorm(f"{hf}.output.LayerNorm", f"{ours}/mlp_norm")
+      linear(f"{hf}.attention.self.{proj}", f"{ours}/attn/{proj}", i)
+    linear(f"{hf}.attention.output.dense", f"{ours}/attn/out", i)
+    layernorm(f"{hf}.attention.output.LayerNorm", f"{ours}/attn_norm", i)
+    linear(f"{hf}.intermediate.dense", f"{ours}/mlp/up", i)
+    linear(f"{hf}.output.dense", f"{ours}/mlp/down", i)
+    layernorm(f"{hf}.output.LayerNorm", f"{ours}/mlp_norm", i)
   for head in pooled_heads:
     linear("pooler.dense", f"heads/{head}/pool")
   if nsp:
@@ -179,9 +182,9 @@ def _name_map(num_layers: int, pooled_heads, *, nsp: bool = False, mlm: bool = F
   if mlm:
     linear("cls.predictions.transform.dense", "backbone/vocab_transform/dense")
     layernorm("cls.predictions.transform.LayerNorm", "backbone/vocab_transform/norm")
-    pairs["cls.predictions.bias"] = ("backbone/vocab_bias/bias", False)
+    pairs["cls.predictions.bias"] = ("backbone/vocab_bias/bias", False, None)
     if not tied:
-      pairs["cls.predictions.decoder.weight"] = ("backbone/head/kernel", True)
+      pairs["cls.predictions.decoder.weight"] = ("backbone/head/kernel", True, None)
   return pairs
 
 
@@ -227,7 +230,7 @@ def read_safetensors(folder) -> dict[str, np.ndarray]:
     try:
       tensors.update(load_file(path))
     except (SafetensorError, OSError, ValueError, TypeError) as e:
-      raise CheckpointError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+      raise CheckpointError(f"cannot read {path}: {first_line(e)}") from None
   return tensors
 
 
@@ -250,8 +253,6 @@ def _pooled_heads(heads: dict | None) -> list[str]:
 
 
 def _abstract_params(overrides: dict, heads: dict | None) -> dict:
-  from research import config as config_lib  # late: train pulls in the whole library
-  from research.train import define_network
   cfg = config_lib.default_config()
   cfg.update_from_flattened_dict(overrides)
   return define_network(cfg, dict(heads or {}))[1]
@@ -268,8 +269,7 @@ def _mlm_head(config: dict, tensors: dict) -> dict | None:
   return {"model.vocab_transform": True, "model.vocab_bias": True, "model.tie_embeddings": tied}
 
 
-def import_bert(folder, heads: dict | None = None, *,
-                scan_layers: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
+def import_bert(folder, heads: dict | None = None) -> tuple[dict, dict[str, np.ndarray]]:
   """(model overrides, params) of a Hugging Face BERT folder, for a Trellis Network.
 
   Args:
@@ -286,15 +286,13 @@ def import_bert(folder, heads: dict | None = None, *,
   Returns:
     `overrides`: dotted `model.*` config values (`cfg.update_from_flattened_dict`);
     `params`: flat Trellis param name -> float32 array, the backbone complete,
-    heads only where the checkpoint has them (the rest start fresh).
-    With `scan_layers`, the params of a `model.scan_layers=True` encoder (layers
-    stacked), and the overrides set that field.
+    heads only where the checkpoint has them (the rest start fresh); BERT's
+    per-layer tensors stacked into the Trellis blocks' params.
 
   Raises:
     CheckpointError: no config.json, not BERT, no safetensors, or tensors
       missing, unexpected, or of the wrong shape.
   """
-  from research.models import transformer  # late: jax is set up after the config is read
   folder = pathlib.Path(folder)
   config = read_config(folder)
   overrides = bert_config_to_model(config)
@@ -313,15 +311,22 @@ def import_bert(folder, heads: dict | None = None, *,
   unknown = [k for k in tensors if k not in pairs and not k.startswith(_OTHER_HEADS + ("pooler.",))]
   if unknown:
     raise CheckpointError(f"{folder}: unexpected tensors for BertModel: {_few(unknown)}")
-  params = {}
-  for hf, (name, transpose) in pairs.items():
+  params, layers = {}, {}
+  for hf, (name, transpose, layer) in pairs.items():
     value = np.asarray(tensors[hf], np.float32)
     value = value.T if transpose else value
-    if value.shape != abstract[name].shape:
+    shape = abstract[name].shape if layer is None else abstract[name].shape[1:]
+    if value.shape != shape:
+      where = name if layer is None else f"layer {layer} of {name}"
       raise CheckpointError(f"{folder}: {hf} has shape {list(tensors[hf].shape)} but "
-                            f"config.json implies {list(abstract[name].shape)} "
-                            f"for {name}")
-    params[name] = np.ascontiguousarray(value)
+                            f"config.json implies {list(shape)} for {where}")
+    if layer is None:
+      params[name] = np.ascontiguousarray(value)
+    else:
+      layers.setdefault(name, {})[layer] = value
+  # Every layer is in `pairs` (missing tensors were refused above): stack them in order.
+  params.update({name: np.stack([per_layer[i] for i in range(len(per_layer))])
+                 for name, per_layer in layers.items()})
   # The tied decoder is the word embeddings (imported); position_ids is a buffer.
   known = {"embeddings.position_ids"} | ({"cls.predictions.decoder.weight"}
                                          if mlm and mlm["model.tie_embeddings"] else set())
@@ -332,9 +337,6 @@ def import_bert(folder, heads: dict | None = None, *,
     fresh = ", ".join(f"heads/{h}/pool" for h in pooled)
     print(f"trellis: {folder} has no pooler (pooler.dense): {fresh} "
           f"start{'s' if len(pooled) == 1 else ''} fresh", file=sys.stderr)
-  if scan_layers:
-    overrides["model.scan_layers"] = True
-    params = transformer.stack_layers(params)
   return overrides, params
 
 
@@ -354,10 +356,11 @@ def _params_to_bert(model_cfg, params: dict, pooler_head: str | None) -> dict[st
   pairs = _name_map(model_cfg.num_layers, [pooler_head] if pooler_head else [], nsp=nsp,
                     mlm=mlm, tied=model_cfg.tie_embeddings)
   tensors = {}
-  for hf, (name, transpose) in pairs.items():
+  for hf, (name, transpose, layer) in pairs.items():
     if name not in params:
       raise CheckpointError(f"cannot export as BERT: param {name} is missing")
     value = np.asarray(params[name], np.float32)
+    value = value if layer is None else value[layer]
     tensors[hf] = np.ascontiguousarray(value.T if transpose else value)
   if model_cfg.type_vocab_size == 0:
     # BertModel always adds a type embedding; a zero table adds nothing.
@@ -374,8 +377,7 @@ def export_bert(cfg, params: dict, folder, tokenizer=None, pooler_head: str | No
   Args:
     cfg: the run config (its `model` block must be BERT-shaped, see
       `model_to_bert_config`).
-    params: flat Trellis params (e.g. from `train.restore_params`), per layer or
-      stacked (model.scan_layers).
+    params: flat Trellis params (e.g. from `workdir.restore_params`).
     folder: created if needed; config.json and model.safetensors are written.
     tokenizer: optional; a WordPieceTokenizer writes its HF files, a Trellis
       SentencePiece Tokenizer its model as `tokenizer.model` (which
@@ -388,9 +390,7 @@ def export_bert(cfg, params: dict, folder, tokenizer=None, pooler_head: str | No
   config.json names the class holding what was written (BertForPreTraining,
   BertForMaskedLM, BertForNextSentencePrediction or BertModel).
   """
-  from research.models import transformer  # late: jax is set up after the config is read
-  # Per-layer names, whether or not the encoder scans its layers.
-  params = transformer.unstack_layers({k: np.asarray(v) for k, v in params.items()})
+  params = {k: np.asarray(v) for k, v in params.items()}
   pad_id = tokenizer.pad_id if tokenizer is not None else 0
   if tokenizer is not None and tokenizer.vocab_size > cfg.model.vocab_size:
     raise CheckpointError(f"the tokenizer has {tokenizer.vocab_size} pieces but the model "
@@ -406,16 +406,5 @@ def export_bert(cfg, params: dict, folder, tokenizer=None, pooler_head: str | No
   save_file(tensors, temp, metadata={"format": "pt"})
   os.replace(temp, folder / "model.safetensors")
   if tokenizer is not None:
-    save_tokenizer(tokenizer, folder)
-
-
-def save_tokenizer(tokenizer, folder) -> None:
-  """Copies a tokenizer's files into a model folder (see `export_bert`)."""
-  folder = pathlib.Path(folder)
-  files = getattr(tokenizer, "files", None)
-  if files is None:  # a Trellis SentencePiece tokenizer
-    shutil.copyfile(tokenizer.path, folder / "tokenizer.model")
-    return
-  for path in files:
-    shutil.copyfile(path, folder / pathlib.Path(path).name)
+    tokenizer.save(folder)
 

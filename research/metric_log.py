@@ -26,6 +26,16 @@ class MetricLog:
         f.writelines(rows)
     self.tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=resume_step + 1)
 
+  @staticmethod
+  def read(workdir: str, split: str | None = None) -> list[dict]:
+    """The rows of a run's metrics.jsonl (of one `split` if given); [] if it has none yet."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+      return []
+    with open(path) as f:
+      rows = [json.loads(line) for line in f if line.strip()]
+    return [r for r in rows if split is None or r.get("split") == split]
+
   def write(self, step: int, split: str, values: dict) -> None:
     if not self.enabled:
       return

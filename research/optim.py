@@ -6,8 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from research.models.transformer import is_stacked
-
+from research.models.transformer import LAYER_AXIS
 
 
 def make_schedule(t) -> optax.Schedule:
@@ -56,16 +55,17 @@ def param_role(name: str) -> str:
 def decay_mask(params: dict) -> dict:
   """Weight decay on kernels and embedding tables only (by `param_role`, not by shape).
 
-  Works for layer-stacked params (model.scan_layers) alike: the leaf name is the same.
+  Works for layer-stacked params alike: the leaf name is the same.
   """
   return {name: param_role(name) in DECAYED_ROLES for name in params}
 
 
 def layer_index(name: str) -> int | None:
-  """The block number of a backbone param ("backbone/blocks/3/..." -> 3).
+  """The block number of a per-layer backbone param ("backbone/blocks/3/..." -> 3).
 
   Embeddings come before every block (-1); other backbone params (final
-  norms) come after (None: the top). Heads are not backbone params.
+  norms) come after (None: the top). Heads are not backbone params. A
+  layer-stacked param (see `layer_axis`) holds every block instead.
   """
   match = re.search(r"/(\d+)/", name)
   if match:
@@ -73,21 +73,31 @@ def layer_index(name: str) -> int | None:
   return -1 if "embed" in name else None
 
 
-def lr_multipliers(t, names, num_layers: int) -> dict[str, float | np.ndarray]:
+def layer_axis(axes) -> int | None:
+  """Which dimension of a param with logical `axes` indexes the layers (None: not stacked)."""
+  axes = tuple(axes or ())
+  return axes.index(LAYER_AXIS) if LAYER_AXIS in axes else None
+
+
+def lr_multipliers(t, names, num_layers: int, axes=None) -> dict[str, float | np.ndarray]:
   """Per-parameter lr factors for transfer: freezing, layer-wise decay, head lr.
 
   0 freezes a parameter (its AdamW update, weight decay included, is zeroed).
-  A layer-stacked param gets one factor per layer (an [L] array).
+  `axes` maps a name to its logical axes (network.NetworkDef.axes); a param stacked
+  on the LAYER_AXIS gets one factor per layer, shaped to broadcast from the front
+  ([L], or [1, L] when the layers are its second axis).
   """
+  axes = axes or {}
   out = {}
   for name in names:
     if not name.startswith("backbone/"):
       out[name] = t.head_lr_multiplier
       continue
-    index = layer_index(name)
-    if is_stacked(name):
-      depth = np.arange(num_layers)
+    stacked = layer_axis(axes.get(name))
+    if stacked is not None:
+      depth = np.arange(num_layers).reshape((1,) * stacked + (num_layers,))
     else:
+      index = layer_index(name)
       depth = np.asarray(num_layers if index is None else index)  # distance from the bottom
     frozen = t.freeze_backbone | ((t.freeze_layers > 0) & (depth < t.freeze_layers))
     factor = np.where(frozen, 0.0, t.layer_lr_decay ** (num_layers - depth))
@@ -96,7 +106,8 @@ def lr_multipliers(t, names, num_layers: int) -> dict[str, float | np.ndarray]:
 
 
 def scale_per_param(factors: dict) -> optax.GradientTransformation:
-  """Multiplies each param's update by its factor (a flat dict name -> float or [L] array)."""
+  """Multiplies each param's update by its factor (name -> float, or an array that
+  broadcasts from the update's leading axes: `lr_multipliers`' per-layer factors)."""
 
   def scale(u, factor):
     factor = jnp.asarray(factor, u.dtype)
@@ -140,13 +151,14 @@ def zero_frozen(factors: dict) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def make_optimizer(t, names=(), num_layers: int = 0) -> optax.GradientTransformation:
+def make_optimizer(t, names=(), num_layers: int = 0, axes=None) -> optax.GradientTransformation:
   """AdamW from the `train` config block: frozen grads zeroed, clipped, lr factors last.
 
-  The lr factors scale the final update, so a frozen param's weight decay is
-  zeroed too and the param stays exactly as it was.
+  The lr factors (`lr_multipliers` of `names` and their `axes`) scale the final
+  update, so a frozen param's weight decay is zeroed too and the param stays
+  exactly as it was.
   """
-  factors = lr_multipliers(t, names, num_layers)
+  factors = lr_multipliers(t, names, num_layers, axes)
   parts = []
   if any_frozen(factors):
     parts.append(zero_frozen(factors))

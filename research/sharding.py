@@ -2,7 +2,8 @@
 
 Parameters and activations are annotated with logical names ("embed", "mlp",
 "batch", ...); `cfg.mesh.rules` maps each name to mesh axes. Changing how a
-model is parallelised is a config change, never a model change.
+model is parallelised is a config change, never a model change. A name with
+no rule (a typo) is a ConfigError, never a silently replicated dimension.
 """
 
 import jax
@@ -10,6 +11,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from research.config import mesh_shape
+from research.errors import ConfigError
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -23,15 +25,29 @@ def make_mesh(cfg, devices=None) -> Mesh:
               axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
-def logical_spec(logical_axes, shape, mesh: Mesh, rules) -> PartitionSpec:
+def _check_axes(logical_axes, rules, what: str) -> None:
+  """ConfigError unless every logical axis name (None: replicated) has a rule in `rules`.
+
+  A name without a rule would be replicated silently: a mistyped axis in a
+  model's annotations, or a mesh.rules that lacks one.
+  """
+  for name in logical_axes or ():
+    if name is not None and name not in rules:
+      raise ConfigError(f"{what}: logical axis {name!r} has no rule in mesh.rules "
+                        f"(known: {', '.join(sorted(rules))})")
+
+
+def logical_spec(logical_axes, shape, mesh: Mesh, rules, what: str = "an array") -> PartitionSpec:
   """PartitionSpec for an array whose dimensions carry `logical_axes` names.
 
-  A dimension that the mesh axes do not divide, or a mesh axis already used
-  by an earlier dimension, stays replicated rather than failing.
+  Every name must have a rule (`_check_axes`; `what` names the array in the error).
+  A dimension that the mesh axes do not divide, or a mesh axis already used by
+  an earlier dimension, stays replicated rather than failing.
   """
+  _check_axes(logical_axes, rules, what)
   used, spec = set(), []
   for name, size in zip(logical_axes or (), shape):
-    mesh_axes = tuple(a for a in (rules.get(name, "") if name else "").split(",")
+    mesh_axes = tuple(a for a in (rules[name] if name else "").split(",")
                       if a and a not in used and mesh.shape[a] > 1)
     if mesh_axes and size % int(np.prod([mesh.shape[a] for a in mesh_axes])) == 0:
       used.update(mesh_axes)
@@ -44,7 +60,7 @@ def logical_spec(logical_axes, shape, mesh: Mesh, rules) -> PartitionSpec:
 def tree_shardings(axes_tree: dict, shapes_tree: dict, mesh: Mesh, rules) -> dict:
   """NamedShardings for a flat dict of arrays given their logical axes."""
   return {name: NamedSharding(mesh, logical_spec(axes_tree.get(name), shapes_tree[name].shape,
-                                                 mesh, rules))
+                                                 mesh, rules, f"param {name}"))
           for name in shapes_tree}
 
 

@@ -19,6 +19,7 @@ import re
 from typing import NamedTuple
 
 from research.errors import ConfigError
+from research.metric_log import MetricLog
 
 SEED = "seed"
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -263,14 +264,8 @@ def write_runs_csv(runs: list[RunResult], metric: str, path: str) -> None:
 
 def train_losses(workdir: str) -> tuple[list[int], list[float]]:
   """(steps, losses) of the train rows of a run's metrics.jsonl (empty if none yet)."""
-  steps, losses = [], []
-  path = os.path.join(workdir, "metrics.jsonl")
-  if os.path.exists(path):
-    with open(path) as f:
-      for row in map(json.loads, filter(str.strip, f)):
-        if row.get("split") == "train" and "loss" in row:
-          steps.append(row["step"])
-          losses.append(row["loss"])
+  rows = [r for r in MetricLog.read(workdir, "train") if "loss" in r]
+  steps, losses = [r["step"] for r in rows], [r["loss"] for r in rows]
   return steps, losses
 
 

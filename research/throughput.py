@@ -1,18 +1,21 @@
 """Model FLOPs per train step, the machine's measured matmul peak, and memory: MFU's inputs."""
 
 import functools
-import resource
 import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from research import objectives
+from research.models import HEADS, MODELS
 
 
 def _length(field) -> int:
   return (field.shape if hasattr(field, "shape") else tuple(field))[1]
 
 
-def step_flops(cfg, batch_shapes: dict, num_labels: int = 0) -> float:
+def step_flops(cfg, batch_shapes: dict, heads: dict | None = None) -> float:
   """Model FLOPs of one training step: the numerator of MFU (PaLM, appendix B).
 
   `batch_shapes` maps batch fields to arrays, ShapeDtypeStructs or shapes; only
@@ -21,10 +24,9 @@ def step_flops(cfg, batch_shapes: dict, num_labels: int = 0) -> float:
   step whatever the number of objectives, the heads' from research.models.HEADS;
   training is three times the forward (the backward computes two matmuls per
   forward one). Recomputation (model.remat, chunked_loss) and elementwise work
-  are not model FLOPs. `num_labels` sizes the heads of task objectives.
+  are not model FLOPs. `heads` are the network's, name -> (kind, outputs)
+  (default: the objectives' heads, task heads without labels).
   """
-  from research import objectives
-  from research.models import HEADS, MODELS
   length, target, vocab = _length(batch_shapes["tokens"]), 0, False
   for name in objectives.active(cfg.objectives):
     objective = objectives.OBJECTIVES[name]  # it says what it runs beside the backbone
@@ -34,7 +36,8 @@ def step_flops(cfg, batch_shapes: dict, num_labels: int = 0) -> float:
   m = cfg.model
   forward = MODELS[m.arch].flops(m, length=length, target_length=target,
                                  vocab_positions=(target or length) if vocab else 0)
-  for kind, outputs in objectives.heads(cfg.objectives, num_labels).values():
+  heads = objectives.heads(cfg.objectives) if heads is None else heads
+  for kind, outputs in heads.values():
     forward += HEADS[kind].flops(m.width, outputs, length)
   return 3.0 * cfg.train.batch_size * forward
 
@@ -65,22 +68,12 @@ def matmul_peak_flops(dtype_name: str = "float32", size: int = 2048, repeats: in
   return per_device if device.platform == "cpu" else per_device * jax.device_count()
 
 
-def peak_memory_bytes() -> int:
-  """Peak memory: the devices' own counter where there is one, else host RSS."""
-  stats = jax.devices()[0].memory_stats() or {}
-  if "peak_bytes_in_use" in stats:
-    return int(stats["peak_bytes_in_use"])
-  return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
 def synthetic_batch(cfg, seed: int = 0, num_labels: int = 2) -> dict:
   """A global batch of random examples in the config's shape, one example per row.
 
   Holds every field the active objectives read: tokens, segments and positions of
   `data.seq_len`, decoder fields of `data.target_len`, labels in range(num_labels).
   """
-  import numpy as np
-  from research import objectives
   rng = np.random.default_rng(seed)
   rows, length, target = cfg.train.batch_size, cfg.data.seq_len, cfg.data.target_len
   ids = lambda n: rng.integers(4, cfg.model.vocab_size, (rows, n)).astype(np.int32)

@@ -1,17 +1,12 @@
-"""Training: init -> jitted step -> eval -> checkpoint -> log.
+"""Training: the step, the Trainer that compiles it once, and the loop.
 
-The state is a pytree `{params, opt_state, step, rng}` with `params` a flat
-dict `"backbone/blocks/0/attn/query/kernel" -> array`. The network is
-rebuilt inside jit with `nnx.merge` (functional NNX: split once, merge in the
-step). `train_step` is the one training step of Trellis; this file is the
-one place that jits it, with shardings and donation.
-
-Why ~470 lines: the state, the step, the Trainer, the loop and the run
-entry points (resolve, pretrain, restore_params) read top to bottom as the
-whole training path; splitting them would scatter one story over files.
+The state is a pytree `{params, opt_state, step, rng}` (research/network.py:
+flat params, the network rebuilt inside jit with `nnx.merge`). `train_step`
+is the one training step of Trellis; the Trainer is the one place that jits
+it, with shardings and donation. `train_and_evaluate` is the loop: log,
+evaluate, checkpoint, resume; `pretrain` is a whole pretraining run.
 """
 
-import dataclasses
 import json
 import math
 import os
@@ -23,73 +18,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
+from jax.experimental import multihost_utils
+from jax.experimental.compilation_cache import compilation_cache
 from tqdm import tqdm
 
 from research import config as config_lib
-from research import objectives, optim, sharding, throughput
-from research.checkpoint import BestParams, Checkpoints, abstract_with_shardings, check_params
-from research.errors import CheckpointError, TrainingError
+from research import network, objectives, optim, sharding, throughput
+from research.checkpoint import BestParams, Checkpoints, check_params
+from research.data import pipeline
+from research.errors import Interrupted, TrainingError
 from research.metric_log import MetricLog
-from research.models import Network
+from research.objectives.base import Context, Vocab
+from research.workdir import prepare_workdir, resolve
 
 
-def _name(path) -> str:
-  return "/".join(str(getattr(k, "key", k)) for k in path)
-
-
-@dataclasses.dataclass(frozen=True)
-class NetworkDef:
-  """How to rebuild the network from a flat params dict (static under jit)."""
-  graphdef: nnx.GraphDef
-  paths: tuple  # one nnx path tuple per param, in `names` order
-  names: tuple[str, ...]
-  axes: dict  # name -> logical axis names (or None)
-
-  def merge(self, params: dict) -> nnx.Module:
-    nested = {}
-    for path, name in zip(self.paths, self.names):
-      node = nested
-      for key in path[:-1]:
-        node = node.setdefault(key, {})
-      node[path[-1]] = params[name]
-    return nnx.merge(self.graphdef, nested)
-
-
-def define_network(cfg, head_sizes: dict) -> tuple[NetworkDef, dict]:
-  """The network's definition and abstract params, without allocating them."""
-  abstract = nnx.eval_shape(lambda: Network(cfg.model, head_sizes, rngs=nnx.Rngs(0)))
-  graphdef, state = nnx.split(abstract)
-  flat = list(nnx.to_flat_state(state))
-  names = tuple(_name(path) for path, _ in flat)
-  axes = {n: v.get_metadata().get("axes") for n, (_, v) in zip(names, flat)}
-  shapes = {n: jax.ShapeDtypeStruct(v.shape, v.dtype) for n, (_, v) in zip(names, flat)}
-  return NetworkDef(graphdef, tuple(p for p, _ in flat), names, axes), shapes
-
-
-def init_params(cfg, head_sizes: dict, rng) -> dict:
-  """Freshly initialised params as a flat dict (call under jit)."""
-  network = Network(cfg.model, head_sizes, rngs=nnx.Rngs(params=rng))
-  return {_name(p): v[...] for p, v in nnx.to_flat_state(nnx.state(network))}
-
-
-def state_shardings(abstract_state: dict, param_shardings: dict, mesh) -> dict:
-  """Shardings for the whole state: optimizer moments follow their params."""
-  replicated = sharding.replicated(mesh)
-
-  def place(path, leaf):
-    for key in reversed(path):
-      name = getattr(key, "key", None)
-      if name in param_shardings and abstract_state["params"][name].shape == leaf.shape:
-        return param_shardings[name]
-    return replicated
-
-  out = jax.tree_util.tree_map_with_path(place, abstract_state)
-  out["params"] = param_shardings
-  return out
-
-
-def train_step(state, batch, *, netdef: NetworkDef, loss_fn: Callable,
+def train_step(state, batch, *, netdef: network.NetworkDef, loss_fn: Callable,
                tx: optax.GradientTransformation, microbatches: int, lr_factors=None):
   """(state, batch) -> (state, metrics): one optimizer step, pure.
 
@@ -101,7 +44,7 @@ def train_step(state, batch, *, netdef: NetworkDef, loss_fn: Callable,
   gradients that are applied (frozen params, lr factor 0 in `lr_factors`, left out).
   """
   rng = jax.random.fold_in(state["rng"], state["step"])
-  # Corruption is drawn per row from its index in the whole batch (objectives.Pass).
+  # Corruption is drawn per row from its index in the whole batch (objectives.base.Pass).
   batch = dict(batch, row_index=jnp.arange(next(iter(batch.values())).shape[0]))
 
   def loss_of(params, batch, microbatch, denominators):
@@ -129,13 +72,14 @@ def train_step(state, batch, *, netdef: NetworkDef, loss_fn: Callable,
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
   applied = grads if lr_factors is None else optim.mask_frozen(grads, lr_factors)
-  metrics = dict(metrics, total_loss=(loss, 1.0), grad_norm=(optax.tree.norm(applied), 1.0))
+  grad_norm = optax.tree.norm(applied)
+  metrics = dict(metrics, total_loss=(loss, 1.0), grad_norm=(grad_norm, 1.0))
   new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
                "rng": state["rng"]}
   return new_state, metrics
 
 
-def eval_step(params, batch, *, netdef: NetworkDef, loss_fn: Callable):
+def eval_step(params, batch, *, netdef: network.NetworkDef, loss_fn: Callable):
   """Metric sums of one eval batch (deterministic: no dropout, rng=None)."""
   return loss_fn(netdef.merge(params), batch, None)[1]
 
@@ -148,59 +92,47 @@ def enable_compilation_cache(directory: str) -> None:
   """
   if not directory or jax.config.jax_compilation_cache_dir == directory:
     return
-  from jax.experimental.compilation_cache import compilation_cache
   jax.config.update("jax_compilation_cache_dir", directory)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   compilation_cache.reset_cache()  # JAX opens its cache once: reopen it at the new path
 
 
 class Trainer:
-  """Everything a run needs, built once: mesh, shardings, compiled step, checkpoints."""
+  """What a run compiles, built once: mesh, state layout, the jitted step, eval and predict.
 
-  def __init__(self, cfg, workdir: str, data, devices=None):
-    self.cfg, self.workdir, self.data = cfg, workdir, data
+  `vocab`: the token ids the objectives use (default: Trellis' fixed ids, for
+  a run without its tokenizer at hand). `heads`: the network's heads, name ->
+  (kind, outputs) (default: the objectives', task heads without labels).
+  `devices`: the mesh's (default: all).
+  """
+
+  def __init__(self, cfg, vocab: Vocab | None = None, heads: dict | None = None, devices=None):
     enable_compilation_cache(cfg.train.compilation_cache)  # before anything compiles
+    self.cfg, self.weights = cfg, dict(cfg.objectives)
+    self.heads = objectives.heads(self.weights) if heads is None else dict(heads)
+    vocab = Vocab(cfg.model.vocab_size) if vocab is None else vocab
+    self.loss_fn = objectives.combine(self.weights,
+                                      Context(vocab, cfg.objective_options.to_dict()))
     self.mesh = sharding.make_mesh(cfg, devices)
-    rules = dict(cfg.mesh.rules)
-    self.weights = dict(cfg.objectives)
-    tokenizer = getattr(data, "tokenizer", None)
-    vocab = (objectives.Vocab.from_tokenizer(tokenizer, cfg.model.vocab_size) if tokenizer
-             else objectives.Vocab(cfg.model.vocab_size))
-    ctx = objectives.Context(vocab, cfg.objective_options.to_dict())
-    self.loss_fn = objectives.combine(self.weights, ctx)
-    self.num_labels = len(getattr(data, "label_names", None) or ())
-    head_sizes = objectives.heads(self.weights, self.num_labels)
-    self.netdef, shapes = define_network(cfg, head_sizes)
-    self.num_params = int(sum(np.prod(s.shape) for s in shapes.values()))
-    self.tx = optim.make_optimizer(cfg.train, shapes, cfg.model.num_layers)
-    self.param_shardings = param_shardings = sharding.tree_shardings(
-        self.netdef.axes, shapes, self.mesh, rules)
-    self.batch_sharding = sharding.batch_sharding(self.mesh, rules)
-
-    def init_state(rng):
-      params = init_params(cfg, head_sizes, rng)
-      return {"params": params, "opt_state": self.tx.init(params),
-              "step": jnp.zeros((), jnp.int32), "rng": rng}
-
-    seed_key = jax.random.PRNGKey(cfg.seed)
-    abstract = jax.eval_shape(init_state, seed_key)
-    self.state_shardings = state_shardings(abstract, param_shardings, self.mesh)
-    self.abstract_state = abstract_with_shardings(abstract, self.state_shardings)
-    self._init = jax.jit(init_state, out_shardings=self.state_shardings)
-    self._seed_key = seed_key
-    factors = optim.lr_multipliers(cfg.train, shapes, cfg.model.num_layers)
+    layout = network.state_layout(cfg, self.heads, self.mesh)
+    self.netdef, self.abstract_state = layout.netdef, layout.abstract
+    self.param_shardings, self.state_shardings = layout.param_shardings, layout.shardings
+    self.batch_sharding = sharding.batch_sharding(self.mesh, dict(cfg.mesh.rules))
+    self.num_params = int(sum(np.prod(s.shape) for s in layout.shapes.values()))
+    self._seed_key = jax.random.PRNGKey(cfg.seed)
+    self._init = jax.jit(layout.init, out_shardings=self.state_shardings)
+    factors = optim.lr_multipliers(cfg.train, layout.shapes, cfg.model.num_layers,
+                                   self.netdef.axes)
     step = jax.tree_util.Partial(train_step, netdef=self.netdef, loss_fn=self.loss_fn,
-                                 tx=self.tx, microbatches=cfg.train.microbatches,
+                                 tx=layout.tx, microbatches=cfg.train.microbatches,
                                  lr_factors=factors if optim.any_frozen(factors) else None)
     self._step = jax.jit(lambda s, b: step(s, b), donate_argnums=0,
                          in_shardings=(self.state_shardings, self.batch_sharding),
                          out_shardings=(self.state_shardings, None))
     self._eval = jax.jit(lambda p, b: eval_step(p, b, netdef=self.netdef, loss_fn=self.loss_fn),
-                         in_shardings=(param_shardings, self.batch_sharding))
+                         in_shardings=(self.param_shardings, self.batch_sharding))
     self.compiled_step = None
     self._predictors = {}
-    # Hashable and stable, so jitted generation loops compile once per run.
-    self.backbone_merge = lambda params: self.netdef.merge(params).backbone
 
   def init(self, initial_params: dict | None = None):
     """A fresh state; `initial_params` (name -> array, a subset) replaces those params.
@@ -239,14 +171,13 @@ class Trainer:
   def step(self, state, local_batch):
     return (self.compiled_step or self._step)(state, self.to_device(local_batch))
 
-  def predict(self, params, arrays: dict, fn: Callable):
+  def predict(self, params, fn: Callable, arrays: dict):
     """fn(network, batch) over every row of `arrays` (global, all processes), as numpy.
 
     Rows go through in batches of train.batch_size (the last one padded) with
     the training shardings; pass a module-level `fn` so it compiles once.
+    `functools.partial(trainer.predict, params)` is what tasks evaluate with.
     """
-    from jax.experimental import multihost_utils
-    from research.data import pipeline
     if fn not in self._predictors:
       self._predictors[fn] = jax.jit(lambda p, b: fn(self.netdef.merge(p), b),
                                      in_shardings=(self.param_shardings, self.batch_sharding))
@@ -314,48 +245,56 @@ class _StopSignal:
         signal.signal(s, handler)
 
 
-def train_and_evaluate(cfg, workdir: str, data, devices=None, *, evaluate=None,
-                       initial_params=None, lineage=None, trainer=None) -> dict:
-  """Trains `cfg` in `workdir` (resuming if it holds checkpoints); returns results.
+def _resume(trainer: Trainer, ckpts: Checkpoints, train_iter, best: BestParams,
+            initial_params: dict | None):
+  """(state, step) of the latest checkpoint, with the data and model selection it saved,
+  or of a fresh state at step 0."""
+  start = ckpts.latest_step()
+  if start is None:
+    return trainer.init(initial_params), 0
+  state, data_state, saved_meta = ckpts.restore(start, trainer.abstract_state)
+  train_iter.set_state(data_state)
+  best.load(saved_meta.get("best", {}))
+  return state, start
 
-  `data` has `train` and `eval` example arrays (e.g. PretrainingData).
-  `evaluate(trainer, params) -> metrics` replaces the default loss-based
-  evaluation (fine-tuning scores predictions). `initial_params` (name ->
+
+def train_and_evaluate(trainer: Trainer, workdir: str, data: pipeline.TrainData, *,
+                       evaluate: Callable | None = None, initial_params: dict | None = None,
+                       lineage: dict | None = None) -> dict:
+  """Trains `trainer.cfg` on `data` in `workdir` (resuming its checkpoints); returns results.
+
+  `evaluate(params) -> metrics` replaces the default loss-based evaluation
+  on `data.eval` (fine-tuning scores predictions). `initial_params` (name ->
   array) seeds a fresh run, e.g. a pretrained backbone; `lineage` is recorded
   in checkpoint metadata and results. With `train.best_metric`, the best
   eval's params are kept in workdir/best and training stops after
-  `train.patience` evals without improvement. Returns the final eval metrics
-  (also in workdir/results.json), or {"interrupted": signum, "step"} after a
-  SIGTERM/SIGINT, having saved a checkpoint. A caller that evaluates after
-  training passes its own `trainer`, so nothing is built or compiled twice.
+  `train.patience` evals without improvement. Returns the final eval metrics,
+  also in workdir/results.json.
+
+  Raises:
+    Interrupted: SIGTERM/SIGINT arrived; the checkpoint of the step it
+      stopped at is saved first, so the same command resumes.
+    TrainingError: the loss or gradient became NaN/Inf (no bad state is saved).
   """
+  cfg, t = trainer.cfg, trainer.cfg.train
   is_main = jax.process_index() == 0
-  trainer = trainer or Trainer(cfg, workdir, data, devices)
-  t = cfg.train
   ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints)
   best = BestParams(os.path.join(workdir, "best"), t.best_metric, t.best_mode, t.patience)
-  from research.data import pipeline  # late: data is the slowest import
   train_iter = pipeline.train_iterator(data.train, t.batch_size, cfg.seed,
                                        jax.process_index(), jax.process_count())
   if evaluate is None:
     eval_batches = pipeline.eval_batches(data.eval, t.batch_size, t.eval_batches,
                                          jax.process_index(), jax.process_count())
-    evaluate = lambda trainer, params: trainer.evaluate(params, eval_batches)
-  start = ckpts.latest_step()
+    evaluate = lambda params: trainer.evaluate(params, eval_batches)
   meta = {"config_hash": config_lib.config_hash(cfg), "num_params": trainer.num_params,
           "lineage": lineage or {}}
-  if start is None:
-    state, start = trainer.init(initial_params), 0
-  else:
-    state, data_state, saved_meta = ckpts.restore(start, trainer.abstract_state)
-    train_iter.set_state(data_state)
-    best.load(saved_meta.get("best", {}))
+  state, start = _resume(trainer, ckpts, train_iter, best, initial_params)
   log = MetricLog(workdir, start, enabled=is_main)
   peak = throughput.peak_flops(cfg)  # of model.dtype, as experiments/benchmark.py
   tokens_per_step = t.batch_size * cfg.data.seq_len
 
   batch = next(train_iter)
-  flops_per_step = throughput.step_flops(cfg, batch, trainer.num_labels)
+  flops_per_step = throughput.step_flops(cfg, batch, trainer.heads)
   compile_s = trainer.compile(state, batch)
   if is_main:
     print(f"{trainer.num_params:,} params; step compiled in {compile_s:.1f}s; "
@@ -364,7 +303,7 @@ def train_and_evaluate(cfg, workdir: str, data, devices=None, *, evaluate=None,
   pending, last_saved, results = [], start if start else None, {}
   finished = start >= t.steps or best.stopped
   if finished:  # nothing left to train: report the final state again
-    results = evaluate(trainer, state["params"])
+    results = evaluate(state["params"])
   bar = tqdm(total=t.steps, initial=start, desc="train", disable=not is_main or finished,
              dynamic_ncols=True)
   tick = time.perf_counter()
@@ -388,7 +327,7 @@ def train_and_evaluate(cfg, workdir: str, data, devices=None, *, evaluate=None,
         pending, tick = [], time.perf_counter()
       if (t.eval_every and step % t.eval_every == 0) or final:
         _check_finite(jax.device_get(pending), last_saved)
-        results = evaluate(trainer, state["params"])
+        results = evaluate(state["params"])
         log.write(step, "eval", results)
         if is_main:
           tqdm.write(f"step {step}: " + ", ".join(
@@ -403,7 +342,7 @@ def train_and_evaluate(cfg, workdir: str, data, devices=None, *, evaluate=None,
         if is_main:
           tqdm.write(f"signal {stop.received}: saved step {step}; "
                      "run the same command to resume")
-        return {"interrupted": stop.received, "step": step}
+        raise Interrupted(stop.received, step)  # the save completes in `finally` first
       finished = final
   finally:
     bar.close()
@@ -413,7 +352,7 @@ def train_and_evaluate(cfg, workdir: str, data, devices=None, *, evaluate=None,
     log.close()
   results = dict(results, step=int(state["step"]), num_params=trainer.num_params,
                  config_hash=meta["config_hash"], compile_s=compile_s, **best.summary())
-  if getattr(data, "unigram_perplexity", None):
+  if data.unigram_perplexity:
     results["unigram_perplexity"] = data.unigram_perplexity
   if lineage:
     results["lineage"] = lineage
@@ -423,74 +362,15 @@ def train_and_evaluate(cfg, workdir: str, data, devices=None, *, evaluate=None,
   return results
 
 
-def resolve(cfg, num_devices: int):
-  """Validates `cfg` and fills the fields derived from others (a new, locked copy)."""
-  config_lib.validate(cfg, num_devices)
-  cfg = cfg.copy_and_resolve_references()
-  with cfg.unlocked():
-    if cfg.model.vocab_size == 0:
-      cfg.model.vocab_size = cfg.data.vocab_size
-  abstract = nnx.eval_shape(lambda: Network(cfg.model, {}, rngs=nnx.Rngs(0)))
-  objectives.check_backbone(cfg.objectives, abstract.backbone, cfg.model.arch, cfg.model.kind)
-  objectives.examples(cfg.objectives)
-  cfg.lock()
-  return cfg
-
-
-def prepare_workdir(cfg, workdir: str) -> None:
-  """Creates the workdir, or checks that the run it holds can continue as `cfg`."""
-  path = os.path.join(workdir, "config.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      config_lib.check_compatible(json.load(f), cfg)
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(path, "w") as f:
-      f.write(config_lib.to_json(cfg))
-
-
 def pretrain(cfg, workdir: str) -> dict:
   """The whole pretraining run: checks, data, training, results (see train_and_evaluate).
 
   Every user error (config, workdir, data) is raised before anything compiles.
   """
-  from research.data import pipeline  # late: data is the slowest import
-
   cfg = resolve(cfg, jax.device_count())
   prepare_workdir(cfg, workdir)
   data = pipeline.load_pretraining_data(cfg, jax.process_index(), jax.process_count())
   if jax.process_index() == 0:  # the workdir is self-contained: generate/finetune read it
-    from research import hf
-    hf.save_tokenizer(data.tokenizer, workdir)
-  return train_and_evaluate(cfg, workdir, data)
-
-
-def load_config(workdir: str):
-  """The resolved config a workdir was trained with."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise CheckpointError(f"{workdir} holds no run (no config.json)")
-  with open(path) as f:
-    saved = json.load(f)
-  # A run saved before a field existed gets its default, which keeps the old behaviour.
-  return config_lib.with_preset({"saved": saved}, "saved")
-
-
-def restore_params(workdir: str, step: int | None = None, devices=None):
-  """(cfg, netdef, params, step) from a workdir's latest (or given) checkpoint.
-
-  Restores onto `devices` (default: the first device alone) whatever mesh
-  the run was trained on.
-  """
-  cfg = load_config(workdir)
-  with cfg.unlocked():
-    cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = -1, 1, 1
-  devices = jax.devices()[:1] if devices is None else devices
-  trainer = Trainer(cfg, workdir, None, devices)
-  ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), async_save=False)
-  step = ckpts.latest_step() if step is None else step
-  if step is None:
-    raise CheckpointError(f"{workdir} has no checkpoint yet")
-  state, _, _ = ckpts.restore(step, trainer.abstract_state)
-  ckpts.close()
-  return cfg, trainer.netdef, state["params"], step
+    data.tokenizer.save(workdir)
+  trainer = Trainer(cfg, Vocab.from_tokenizer(data.tokenizer, cfg.model.vocab_size))
+  return train_and_evaluate(trainer, workdir, data.examples)

@@ -37,14 +37,13 @@ def synthetic_examples(n: int, seq_len: int, vocab: int, seed: int) -> dict:
 
 @pytest.fixture
 def synthetic_data():
-  """A PretrainingData of synthetic rows (no tokenizer), for fast loop tests."""
-  from research.data.pipeline import PretrainingData
+  """A TrainData of synthetic rows (no tokenizer), for fast loop tests."""
+  from research.data.pipeline import TrainData
 
   def make(seq_len=32, vocab=128, n_train=128, n_eval=32):
-    return PretrainingData(tokenizer=None,
-                           train=synthetic_examples(n_train, seq_len, vocab, 0),
-                           eval=synthetic_examples(n_eval, seq_len, vocab, 1),
-                           unigram_perplexity=float(vocab), stats={})
+    return TrainData(train=synthetic_examples(n_train, seq_len, vocab, 0),
+                     eval=synthetic_examples(n_eval, seq_len, vocab, 1),
+                     unigram_perplexity=float(vocab))
   return make
 
 

@@ -18,8 +18,10 @@ from conftest import SignalAt, tiny_config
 from research import sharding, train
 from research.config import default_config
 from research.data import pipeline
-from research.errors import ConfigError
-from research.models import MODELS
+from research.errors import ConfigError, Interrupted
+from research.models import HEADS, MODELS
+from research.network import define_network
+from research.workdir import prepare_workdir, resolve
 
 CASES = [(arch, kind) for arch in sorted(MODELS) for kind in MODELS[arch].kinds]
 DECODERS = [arch for arch, kind in CASES if kind == "decoder"]
@@ -34,9 +36,9 @@ def _config(arch, kind="decoder", **overrides):
 
 
 def _train(cfg, workdir, data):
-  cfg = train.resolve(cfg, jax.device_count())
-  train.prepare_workdir(cfg, str(workdir))
-  return train.train_and_evaluate(cfg, str(workdir), data)
+  cfg = resolve(cfg, jax.device_count())
+  prepare_workdir(cfg, str(workdir))
+  return train.train_and_evaluate(train.Trainer(cfg), str(workdir), data)
 
 
 def _rows(workdir):
@@ -57,29 +59,55 @@ def test_clm_on_mesh_lowers_loss_and_resumes_exactly(arch, tmp_path, synthetic_d
   original = pipeline.train_iterator
   monkeypatch.setattr(pipeline, "train_iterator",
                       lambda *a, **k: SignalAt(original(*a, **k), at=4))
-  assert _train(_config(arch), tmp_path / "cut", data)["step"] == 4
+  with pytest.raises(Interrupted) as cut:
+    _train(_config(arch), tmp_path / "cut", data)
+  assert cut.value.step == 4
   monkeypatch.setattr(pipeline, "train_iterator", original)
   _train(_config(arch), tmp_path / "cut", data)
   assert _rows(tmp_path / "cut") == full  # bitwise: same floats, same data order
 
 
+# Every head kind, and the model options that add params (a Transformer's BERT MLM head,
+# learned positions, an untied head, LayerNorm biases, an RNN projection).
+ALL_HEADS = {f"{kind}_head": (kind, 3) for kind in HEADS}
+PARAM_OPTIONS = {"model.tie_embeddings": False, "model.norm": "layernorm", "model.rnn_hidden": 16}
+TRANSFORMER_OPTIONS = {"model.vocab_transform": True, "model.vocab_bias": True,
+                       "model.position": "learned"}
+
+
 @pytest.mark.parametrize("arch,kind", CASES)
 def test_every_param_has_axes_and_the_rules_shard_them(arch, kind):
-  cfg = _config(arch, kind, **{"model.vocab_size": 128})
-  netdef, shapes = train.define_network(cfg, {})
+  """A logical axis without a rule (a typo) would be replicated: sharding refuses it."""
+  options = dict(PARAM_OPTIONS, **(TRANSFORMER_OPTIONS if arch == "transformer" else {}))
+  cfg = _config(arch, kind, **{"model.vocab_size": 128}, **options)
+  netdef, shapes = define_network(cfg, ALL_HEADS)
+  assert {name.split("/")[1] for name in shapes if name.startswith("heads/")} == set(ALL_HEADS)
+  rules = dict(cfg.mesh.rules)
   for name, shape in shapes.items():
     assert netdef.axes[name] is not None and len(netdef.axes[name]) == len(shape.shape), name
   mesh = sharding.make_mesh(cfg)
-  specs = sharding.tree_shardings(netdef.axes, shapes, mesh, dict(cfg.mesh.rules))
+  specs = sharding.tree_shardings(netdef.axes, shapes, mesh, rules)
   used = {axis for s in specs.values() for dim in s.spec if dim
           for axis in (dim if isinstance(dim, tuple) else (dim,))}
   assert {"fsdp", "tensor"} <= used, used
 
 
+def test_an_axis_without_a_rule_is_a_one_line_error():
+  cfg = _config("transformer")
+  mesh, rules = sharding.make_mesh(cfg), dict(cfg.mesh.rules)
+  with pytest.raises(ConfigError, match=r"param heads/x/kernel: logical axis 'embd' has no "
+                                        r"rule in mesh.rules \(known: batch, classes, embed") as e:
+    sharding.tree_shardings({"heads/x/kernel": ("embd", "classes")},
+                            {"heads/x/kernel": jax.ShapeDtypeStruct((8, 2), jnp.float32)},
+                            mesh, rules)
+  assert "\n" not in str(e.value)
+  assert tuple(sharding.logical_spec((None, "embed"), (8, 8), mesh, rules)) == (None, "fsdp")
+
+
 @pytest.mark.parametrize("arch,kind", [(a, k) for a, k in CASES if k != "decoder"])
 def test_bidirectional_model_refuses_clm(arch, kind):
   with pytest.raises(ConfigError, match="needs a causal"):
-    train.resolve(_config(arch, kind), 8)
+    resolve(_config(arch, kind), 8)
 
 
 def _model(**overrides):

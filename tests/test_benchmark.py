@@ -42,19 +42,36 @@ def test_benchmark_writes_json_and_markdown(tmp_path):
   assert table.count("\n") == 4  # header, rule, two rows
 
 
+def config_args(overrides: dict) -> list[str]:
+  """{dotted: value} as the --config.dotted=value overrides of a command line."""
+  return [f"--config.{key}={value}" for key, value in overrides.items()]
+
+
 def model_flops(spec: str, **overrides) -> float:
   import jax
   from experiments import benchmark
-  from research import throughput, train
-  cfg = train.resolve(benchmark.load(spec, overrides), jax.device_count())
+  from research import throughput
+  from research.workdir import resolve
+  cfg = resolve(benchmark.load(spec, config_args(overrides)), jax.device_count())
   return throughput.step_flops(cfg, throughput.synthetic_batch(cfg))
+
+
+def test_set_is_a_config_override():
+  """--set=a.b=V is --config.a.b=V, parsed as every entry point parses it; no preset: small."""
+  from experiments import benchmark
+  from research import presets
+  overrides = benchmark.set_overrides(["train.batch_size=8", "model.tie_embeddings=false"])
+  cfg = benchmark.load("configs/pretrain/gpt_clm.py", overrides)
+  assert cfg.to_dict() == presets.load("configs/pretrain/gpt_clm.py:small", [
+      "--config.train.batch_size=8", "--config.model.tie_embeddings=false"]).to_dict()
+  assert cfg.train.batch_size == 8 and cfg.model.tie_embeddings is False
 
 
 def model_config(spec: str, **overrides):
   import jax
   from experiments import benchmark
-  from research import train
-  return train.resolve(benchmark.load(spec, overrides), jax.device_count()).model
+  from research.workdir import resolve
+  return resolve(benchmark.load(spec, config_args(overrides)), jax.device_count()).model
 
 
 def trellis_model(m):
@@ -121,8 +138,8 @@ def test_references_are_chosen_per_family_and_failures_get_a_row(monkeypatch):
   monkeypatch.setattr(benchmark, "torch_reference", reference)
   monkeypatch.setattr(benchmark, "trellis_candidate", lambda cfg, batch: (
       benchmark.Candidate("trellis", cfg.model.dtype, lambda n: None, 1.0), 5))
-  candidates, facts = benchmark.candidates_for(f"{LSTM}:tiny", {"train.peak_flops": 1e11},
-                                               ["float32"], everything)
+  candidates, facts = benchmark.candidates_for(
+      f"{LSTM}:tiny", ["--config.train.peak_flops=1e11"], ["float32"], everything)
   benchmark.time_interleaved(candidates, 1, 1)
   rows = benchmark.rows_for("x.py:tiny", candidates, facts)
   assert [(r["impl"], r.get("reference_num_params")) for r in rows] == [
@@ -184,8 +201,8 @@ def test_torch_reference_trains_in_bfloat16(spec):
   """The benchmark's PyTorch candidate at tiny size: autocast steps that lower the loss."""
   pytest.importorskip("torch", reason="the PyTorch references need the bench extra")
   from experiments import benchmark
-  from research import train
-  cfg = train.resolve(benchmark.load(spec, {"model.dtype": "bfloat16"}), 1)
+  from research.workdir import resolve
+  cfg = resolve(benchmark.load(spec, ["--config.model.dtype=bfloat16"]), 1)
   m = cfg.model
   tokens = np.tile(np.arange(4, 20, dtype=np.int32), (4, 1))  # a pattern to learn
   candidate = benchmark.torch_reference(cfg, tokens, compile_model=False)

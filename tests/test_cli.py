@@ -13,9 +13,10 @@ from conftest import REPO
 CONFIG = "--config=configs/pretrain/gpt_clm.py:tiny"
 
 
-def run_cli(module, *args, timeout=300):
+def run_cli(module, *args, timeout=300, env=None):
   return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True,
-                        text=True, timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                        text=True, timeout=timeout,
+                        env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
 
 
 def run_cli_many(commands: dict, workers: int = 3) -> dict:
@@ -73,6 +74,40 @@ def test_bad_config_is_one_line_error(name, bad_config_runs):
   root, results = bad_config_runs
   assert_user_error(results[name], CASES[name][1])
   assert not os.path.exists(root / name / "checkpoints")
+
+
+BERT = "--config=configs/pretrain/bert_mlm_nsp.py:tiny"
+# Errors that say what to do: (config, overrides, what the one line must say).
+GUIDED = {
+    "misspelt_field": (CONFIG, ["--config.train.setps=5"],
+                       ["--config.train.setps", "no field train.setps",
+                        "nearest: train.steps, train.eps"]),
+    "unknown_field": (CONFIG, ["--config.no_such_key=1"],
+                      ["no field no_such_key", "data, generate, init_from, mesh, model"]),
+    # objectives is an open field: clm is added, and the objective check speaks.
+    "new_objective": (BERT, ["--config.objectives.clm=1.0"],
+                      ["objective clm needs a causal (decoder) model"]),
+    "unknown_source": (CONFIG, ["--config.data.source=shakespear"],
+                       ["data.source='shakespear'", "shakespeare, kjv, python_code, bbc_news",
+                        "nor files", "did you mean shakespeare?", "owner/name"]),
+}
+
+
+def test_config_errors_say_what_to_do(tmp_path):
+  results = run_cli_many({name: ("experiments.pretrain", config, f"--workdir={tmp_path}/{name}",
+                                 *args) for name, (config, args, _) in GUIDED.items()})
+  for name, (_, _, fragments) in GUIDED.items():
+    assert_user_error(results[name], *fragments)
+    assert not (tmp_path / name).exists()
+
+
+def test_unreachable_hub_is_one_line_at_once(tmp_path):
+  """A hub name is asked of the hub once: unreachable (here a closed local port), one line."""
+  result = run_cli("experiments.pretrain", CONFIG, f"--workdir={tmp_path}",
+                   "--config.data.source=nobody/no-such-corpus", timeout=120,
+                   env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0"})
+  assert_user_error(result, "data.source='nobody/no-such-corpus'",
+                    "cannot reach the Hugging Face hub", "HF_HUB_OFFLINE=1")
 
 
 def test_unknown_preset_and_missing_config_file(tmp_path):

@@ -50,6 +50,15 @@ def test_bad_topology_is_a_one_line_error(tmp_path):
   assert lines[0].startswith("error: --topology='v5e:3x3'")
 
 
+def test_bad_config_is_a_one_line_error(tmp_path):
+  """The config loads as every entry point loads it, before any TPU is described."""
+  result, _ = _check(tmp_path, "--config=configs/pretrain/gpt_clm.py:tiny", "--topology=v5e:2x2",
+                     "--config.mesh.fdsp=4")
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert result.returncode == 2 and len(lines) == 1, result.stderr
+  assert lines[0].startswith("error: --config.mesh.fdsp: ") and "nearest: mesh.fsdp" in lines[0]
+
+
 def test_roofline_counts_at_least_the_model_flops():
   """XLA counts a scanned body once: 12 layers under model.scan_layers look like one.
 

@@ -187,9 +187,11 @@ def test_hub_errors_are_one_line(tmp_path, monkeypatch):
   def offline(*args, **kwargs):
     raise ConnectionError("Couldn't reach 'wikitext' on the Hub\nRetrying in 1s")
   monkeypatch.setattr(datasets, "load_dataset", offline)
+  monkeypatch.setattr(text, "check_on_hub", lambda name: None)  # as if the hub answered
   with pytest.raises(DataError, match=r"^cannot load hub dataset 'wikitext': "
                      r"ConnectionError: Couldn't reach 'wikitext' on the Hub$"):
-    text.read_documents(data_config(source="wikitext", cache_dir=str(tmp_path)))
+    text.read_documents(data_config(source="wikitext", hub_config="wikitext-2-raw-v1",
+                                    cache_dir=str(tmp_path)))
 
 
 def test_hub_uses_train_and_validation(tmp_path, monkeypatch):
@@ -201,6 +203,7 @@ def test_hub_uses_train_and_validation(tmp_path, monkeypatch):
         "test": datasets.Dataset.from_dict({"text": ["t"]}),
         "validation": datasets.Dataset.from_dict({"text": ["v"]})})
   monkeypatch.setattr(datasets, "load_dataset", fake_hub)
+  monkeypatch.setattr(text, "check_on_hub", lambda name: None)
   cfg = data_config(source="wikitext", hub_config="wikitext-2-raw-v1", cache_dir=str(tmp_path))
   assert text.read_documents(cfg) == (["a", "b"], ["v"])
   assert calls == [("wikitext", "wikitext-2-raw-v1")]
@@ -425,15 +428,16 @@ def test_unigram_perplexity():
 def test_load_pretraining_data_default_config():
   cfg = config.default_config()
   data = pipeline.load_pretraining_data(cfg)
+  examples = data.examples
   assert data.tokenizer.vocab_size == cfg.data.vocab_size
-  for split in (data.train, data.eval):
-    assert set(split) == set(pipeline.FIELDS)
+  for split in (examples.train, examples.eval):
+    assert set(split) == {"tokens", "segment_ids", "positions"}
     assert all(a.shape[1] == cfg.data.seq_len and a.dtype == np.int32 for a in split.values())
   assert data.stats["train_documents"] == 40 and data.stats["eval_documents"] == 2
-  assert data.stats["train_rows"] == len(data.train["tokens"])
+  assert data.stats["train_rows"] == len(examples.train["tokens"])
   json.dumps(data.stats)  # logged as is
-  assert 1 < data.unigram_perplexity < cfg.data.vocab_size
-  batch = next(pipeline.train_iterator(data.train, cfg.train.batch_size, cfg.seed))
+  assert 1 < examples.unigram_perplexity < cfg.data.vocab_size
+  batch = next(pipeline.train_iterator(examples.train, cfg.train.batch_size, cfg.seed))
   assert batch["tokens"].shape == (cfg.train.batch_size, cfg.data.seq_len)
 
 

@@ -47,9 +47,10 @@ def test_kjv_and_python_code_corpora_pack_for_training():
     cfg = gpt_clm.get_config("tiny")
     cfg.data.source = source
     data = pipeline.load_pretraining_data(cfg)
-    assert len(data.train["tokens"]) > 100 and len(data.eval["tokens"]) > 5
-    assert 1 < data.unigram_perplexity < cfg.data.vocab_size
-    text = data.tokenizer.decode(data.train["tokens"][0])
+    examples = data.examples
+    assert len(examples.train["tokens"]) > 100 and len(examples.eval["tokens"]) > 5
+    assert 1 < examples.unigram_perplexity < cfg.data.vocab_size
+    text = data.tokenizer.decode(examples.train["tokens"][0])
     assert len(text) > 50  # real text went in
 
 

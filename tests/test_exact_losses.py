@@ -6,7 +6,6 @@ Each test here pins a silent-wrong-result bug of the review in issue 12
 
 import functools
 import math
-import types
 
 import jax
 import jax.numpy as jnp
@@ -18,8 +17,9 @@ from flax import nnx
 from research import config as config_lib
 from research import objectives, train
 from research.models import Network, layers, transformer
+from research.objectives.base import Context, Vocab
 
-VOCAB = objectives.Vocab(size=128)
+VOCAB = Vocab(size=128)
 
 
 def _cfg(kind: str, objective_weights: dict, **model):
@@ -32,9 +32,8 @@ def _cfg(kind: str, objective_weights: dict, **model):
   return cfg
 
 
-def _trainer(cfg, tmp_path):
-  data = types.SimpleNamespace(tokenizer=None, label_names=None)
-  return train.Trainer(cfg, str(tmp_path), data, devices=jax.devices()[:1])
+def _trainer(cfg):
+  return train.Trainer(cfg, devices=jax.devices()[:1])
 
 
 def _unequal_rows(lengths, length=32, seed=0):
@@ -74,7 +73,7 @@ def _assert_same_step(results):
 LENGTHS = [2, 31, 3, 30, 2, 32, 4, 29]
 
 
-def test_accumulation_is_exact_for_seq2seq_with_unequal_targets(tmp_path):
+def test_accumulation_is_exact_for_seq2seq_with_unequal_targets():
   cfg = _cfg("encoder_decoder", {"seq2seq": 1.0})
   source, source_segments, positions = _unequal_rows([20] * 8)
   targets, target_segments, _ = _unequal_rows(LENGTHS, seed=1)
@@ -82,18 +81,18 @@ def test_accumulation_is_exact_for_seq2seq_with_unequal_targets(tmp_path):
            "decoder_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0)),
                                     constant_values=VOCAB.bos_id),
            "decoder_targets": targets, "decoder_segment_ids": target_segments}
-  trainer = _trainer(cfg, tmp_path)
+  trainer = _trainer(cfg)
   _assert_same_step([_sgd_step(trainer, batch, k) for k in (1, 2, 4)])
 
 
 @pytest.mark.parametrize("kind, objective", [("encoder", "mlm"),
                                              ("encoder_decoder", "span")])
-def test_accumulation_is_exact_for_corrupting_objectives(kind, objective, tmp_path):
+def test_accumulation_is_exact_for_corrupting_objectives(kind, objective):
   """MLM masking and span noise are drawn per row: the same whatever the microbatches."""
   cfg = _cfg(kind, {objective: 1.0})
   tokens, segments, positions = _unequal_rows(LENGTHS)
   batch = {"tokens": tokens, "segment_ids": segments, "positions": positions}
-  trainer = _trainer(cfg, tmp_path)
+  trainer = _trainer(cfg)
   _assert_same_step([_sgd_step(trainer, batch, k) for k in (1, 2, 4)])
 
 
@@ -117,7 +116,7 @@ def test_encoder_and_decoder_draw_independent_dropout_keys(objective, monkeypatc
   batch = {"tokens": tokens, "segment_ids": segments, "positions": positions,
            "decoder_tokens": tokens, "decoder_targets": tokens, "decoder_segment_ids": segments}
   network = Network(cfg.model, {}, rngs=nnx.Rngs(0))
-  loss_fn = objectives.combine(cfg.objectives, objectives.Context(
+  loss_fn = objectives.combine(cfg.objectives, Context(
       VOCAB, cfg.objective_options.to_dict()))
   keys = _recorded_dropout_keys(monkeypatch)
   loss_fn(network, batch, jax.random.PRNGKey(7))
@@ -140,7 +139,7 @@ def test_qa_label_smoothing_spreads_over_real_positions_only():
   options = dict(cfg.objective_options.to_dict(), label_smoothing=smoothing)
   network = Network(cfg.model, {"qa": ("token", 2)}, rngs=nnx.Rngs(0))
   batch = _qa_batch()
-  loss, _ = objectives.combine(cfg.objectives, objectives.Context(VOCAB, options))(
+  loss, _ = objectives.combine(cfg.objectives, Context(VOCAB, options))(
       network, batch, None)
   # The reference: smoothed cross-entropy over each row's real positions.
   from research.objectives.qa import span_logits
@@ -161,7 +160,7 @@ def test_qa_smoothing_gradient_does_not_push_every_logit_down():
   """With padding-aware smoothing the gradient of the logits sums to zero per row."""
   cfg = _cfg("encoder", {"qa": 1.0})
   options = dict(cfg.objective_options.to_dict(), label_smoothing=0.1)
-  loss_fn = objectives.combine(cfg.objectives, objectives.Context(VOCAB, options))
+  loss_fn = objectives.combine(cfg.objectives, Context(VOCAB, options))
   network = Network(cfg.model, {"qa": ("token", 2)}, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(network)
   batch = _qa_batch()
@@ -181,7 +180,7 @@ def test_mlm_and_nsp_share_one_forward_pass(monkeypatch):
            "token_type_ids": (np.arange(32)[None] >= 10).astype(np.int32) * segments,
            "nsp_label": np.array([0, 1, 1, 0], np.int32)}
   network = Network(cfg.model, {"nsp": ("pooled", 2)}, rngs=nnx.Rngs(0))
-  loss_fn = objectives.combine(cfg.objectives, objectives.Context(
+  loss_fn = objectives.combine(cfg.objectives, Context(
       VOCAB, cfg.objective_options.to_dict()))
   calls = []
   original = transformer.Transformer.__call__
@@ -204,7 +203,7 @@ def test_single_objective_perplexity_ignores_its_weight():
   assert out["loss"] == pytest.approx(6.0)  # the weighted objective that is optimised
 
 
-def test_grad_norm_reports_the_applied_gradients_only(tmp_path):
+def test_grad_norm_reports_the_applied_gradients_only():
   """With every param frozen nothing is applied: the reported norm is 0, not the raw one."""
   tokens, segments, positions = _unequal_rows([32] * 8)
   batch = {"tokens": tokens, "segment_ids": segments, "positions": positions}
@@ -212,7 +211,7 @@ def test_grad_norm_reports_the_applied_gradients_only(tmp_path):
   for frozen in (False, True):
     cfg = _cfg("decoder", {"clm": 1.0})
     cfg.train.freeze_backbone = frozen
-    trainer = _trainer(cfg, tmp_path / str(frozen))
+    trainer = _trainer(cfg)
     _, metrics = trainer.step(trainer.init(), batch)
     norms[frozen] = float(metrics["grad_norm"][0])
   assert norms[False] > 0.1 and norms[True] == 0.0

@@ -1,12 +1,10 @@
 """The transfer stage: every task's tiny preset on real examples, init_from, transfer options."""
 
 import json
-import os
 
 import numpy as np
 import pytest
 
-from conftest import REPO
 from research import optim
 from research.config import default_config
 from test_cli import assert_user_error, run_cli, run_cli_many
@@ -96,15 +94,15 @@ def test_frozen_backbone_does_not_move(kind, tmp_path, synthetic_data):
   """
   import jax
   from conftest import tiny_config
-  from research import train
-  from research.finetune import TaskExamples
+  from research import objectives, train
+  from research.workdir import resolve
   data = synthetic_data()
   rows = len(data.train["tokens"])
   arrays = dict(data.train, label=(data.train["tokens"][:, 0] % 2).astype(np.int32))
   cfg = tiny_config(**{"model.kind": kind, "train.freeze_backbone": True, "train.warmup_steps": 0,
                        "train.weight_decay": 0.1}, objectives={"classify": 1.0}, task="classification")
-  cfg = train.resolve(cfg, 8)
-  trainer = train.Trainer(cfg, "", TaskExamples(None, arrays, arrays, ("a", "b")))
+  cfg = resolve(cfg, 8)
+  trainer = train.Trainer(cfg, heads=objectives.heads(cfg.objectives, num_labels=2))
   state = trainer.init()
   before = jax.device_get(state["params"])
   state, _ = trainer.step(state, {k: v[:16] for k, v in arrays.items()})

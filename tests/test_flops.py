@@ -3,13 +3,13 @@ step, and the peak a run's train rows divide by (that of its compute dtype)."""
 
 import json
 import os
-import types
 
 import jax
 import pytest
 
 from conftest import tiny_config
 from research import objectives, throughput, train
+from research.workdir import resolve
 from research.config import default_config
 from research.models import MODELS
 
@@ -53,7 +53,7 @@ def case_config(arch, kind, objective, overrides):
   cfg = default_config()
   cfg.update_from_flattened_dict({"model.arch": arch, "model.kind": kind, **_SMALL, **overrides})
   cfg.objectives = {objective: 1.0}
-  return train.resolve(cfg, 1)
+  return resolve(cfg, 1)
 
 
 def batch_shapes(cfg) -> dict:
@@ -61,9 +61,12 @@ def batch_shapes(cfg) -> dict:
           for name, a in throughput.synthetic_batch(cfg, num_labels=NUM_LABELS).items()}
 
 
+def heads(cfg) -> dict:
+  return objectives.heads(cfg.objectives, NUM_LABELS)
+
+
 def lowered_step(cfg):
-  data = types.SimpleNamespace(label_names=tuple(f"label{i}" for i in range(NUM_LABELS)))
-  return train.Trainer(cfg, "", data, jax.devices()[:1]).lower(batch_shapes(cfg))
+  return train.Trainer(cfg, heads=heads(cfg), devices=jax.devices()[:1]).lower(batch_shapes(cfg))
 
 
 def xla_flops(analysed) -> float:
@@ -98,7 +101,7 @@ def _id(case):
 def test_formula_matches_xla_cost_analysis(case, unrolled_scans):
   """Formula / XLA's count of the compiled train step in [1 - TOLERANCE, 1]."""
   cfg = case_config(*case)
-  ratio = (throughput.step_flops(cfg, batch_shapes(cfg), NUM_LABELS)
+  ratio = (throughput.step_flops(cfg, batch_shapes(cfg), heads(cfg))
            / xla_flops(lowered_step(cfg).compile()))
   print(f"{_id(case)}: formula / XLA = {ratio:.3f}")
   assert 1 - TOLERANCE[case[0]] <= ratio <= 1.0, ratio
@@ -118,8 +121,8 @@ def test_no_vocabulary_head_no_embedding_flops():
   """Classification: the embedding table is a gather, so vocab size changes nothing."""
   small, large = (case_config("transformer", "encoder", "classify", {"data.vocab_size": v})
                   for v in (256, 30522))
-  assert (throughput.step_flops(small, batch_shapes(small), NUM_LABELS)
-          == throughput.step_flops(large, batch_shapes(large), NUM_LABELS))
+  assert (throughput.step_flops(small, batch_shapes(small), heads(small))
+          == throughput.step_flops(large, batch_shapes(large), heads(large)))
 
 
 def test_bfloat16_train_rows_divide_by_the_bfloat16_peak(tmp_path, synthetic_data, monkeypatch):
@@ -134,11 +137,11 @@ def test_bfloat16_train_rows_divide_by_the_bfloat16_peak(tmp_path, synthetic_dat
   monkeypatch.setattr(throughput, "matmul_peak_flops", fake_peak)
   cfg = tiny_config(**{"model.dtype": "bfloat16", "train.peak_flops": 0.0, "train.steps": 2,
                        "train.eval_every": 0, "train.checkpoint_every": 0})
-  train.train_and_evaluate(train.resolve(cfg, jax.device_count()), str(tmp_path),
+  train.train_and_evaluate(train.Trainer(resolve(cfg, jax.device_count())), str(tmp_path),
                            synthetic_data())
   assert asked and set(asked) == {"bfloat16"}
   rows = [json.loads(line) for line in open(os.path.join(tmp_path, "metrics.jsonl"))]
   row = next(r for r in rows if r.get("split") == "train")
-  resolved = train.resolve(cfg, jax.device_count())
+  resolved = resolve(cfg, jax.device_count())
   flops = throughput.step_flops(resolved, batch_shapes(resolved))
   assert row["mfu"] == pytest.approx(flops / row["step_time_s"] / peaks["bfloat16"], rel=1e-3)

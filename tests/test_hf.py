@@ -19,7 +19,7 @@ from safetensors.numpy import load_file, save_file
 from research import config, hf
 from research.data import hf_tokenizer, tokenizer
 from research.errors import CheckpointError, DataError
-from research.train import define_network, init_params
+from research.network import define_network, init_params
 
 REFERENCE = os.path.join(os.path.dirname(__file__), "data", "minilm_reference.npz")
 POOLED = {"cls": ("pooled", 3)}
@@ -266,8 +266,8 @@ def test_task_checkpoints_import_their_encoder(tmp_path, capsys):
   save_file(tensors, tmp_path / "model.safetensors")
   _, imported = hf.import_bert(tmp_path)  # no pooled head: the pooler is unused too
   assert sorted(imported) == sorted(n for n in params if n.startswith("backbone/"))
-  np.testing.assert_array_equal(imported["backbone/blocks/0/mlp/up/kernel"],
-                                params["backbone/blocks/0/mlp/up/kernel"])
+  np.testing.assert_array_equal(imported["backbone/blocks/mlp/up/kernel"],
+                                params["backbone/blocks/mlp/up/kernel"])
   err = capsys.readouterr().err
   assert "not used by this network: classifier.weight, pooler.dense.bias" in err
 

@@ -19,6 +19,8 @@ from research import objectives, throughput, train
 from research.config import check_compatible, default_config, validate
 from research.errors import ConfigError
 from research.models import MODELS, Network
+from research.objectives.base import Context, Vocab
+from research.workdir import load_config, resolve
 
 B, T, V = 2, 12, 97
 
@@ -75,7 +77,7 @@ def _loss_and_grads(batch, chunk, vocab):
   cfg.model.update(num_layers=1, width=32, num_heads=4, vocab_size=vocab, max_len=64)
   graphdef, params = nnx.split(Network(cfg.model, {}, rngs=nnx.Rngs(0)))
   options = dict(cfg.objective_options.to_dict(), chunked_loss=chunk)
-  ctx = objectives.Context(objectives.Vocab(vocab), options)
+  ctx = Context(Vocab(vocab), options)
   loss_fn = objectives.combine({"clm": 1.0}, ctx)
   loss = lambda p: loss_fn(nnx.merge(graphdef, p), batch, jax.random.PRNGKey(2))
   compiled = jax.jit(jax.value_and_grad(loss, has_aux=True)).lower(params).compile()
@@ -114,7 +116,7 @@ def test_saved_configs_get_defaults_for_newer_fields(tmp_path):
   saved = tiny_config().to_dict()
   del saved["model"]["remat"], saved["objective_options"]["chunked_loss"]
   (tmp_path / "config.json").write_text(json.dumps(saved))
-  cfg = train.load_config(str(tmp_path))
+  cfg = load_config(str(tmp_path))
   assert cfg.model.remat == "none" and cfg.objective_options.chunked_loss == 0
   assert cfg.to_dict() == tiny_config().to_dict()
 
@@ -133,16 +135,16 @@ def test_second_compile_is_served_from_the_cache(tmp_path, restore_cache_dir):
   cache = tmp_path / "cache"
   hits = []
   listener = lambda event, **kwargs: hits.append(event)
-  cfg = train.resolve(tiny_config(**{"train.compilation_cache": str(cache),
+  cfg = resolve(tiny_config(**{"train.compilation_cache": str(cache),
                                      "model.num_layers": 1}), 1)
   batch = throughput.synthetic_batch(cfg)
   jax.monitoring.register_event_listener(listener)
   try:
-    first = train.Trainer(cfg, "", None, jax.devices()[:1])
+    first = train.Trainer(cfg, devices=jax.devices()[:1])
     first.compile(first.init(), batch)
     assert os.listdir(cache)
     before = hits.count("/jax/compilation_cache/cache_hits")
-    second = train.Trainer(cfg, "", None, jax.devices()[:1])
+    second = train.Trainer(cfg, devices=jax.devices()[:1])
     second.compile(second.init(), batch)
   finally:
     jax.monitoring.unregister_event_listener(listener)

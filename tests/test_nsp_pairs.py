@@ -10,10 +10,11 @@ synthetic corpus of headline-sized documents, within 3 standard errors.
 import numpy as np
 import pytest
 
-from research import config, objectives
+from research import config
 from research.data import pairs, sources, tokenizer
+from research.objectives.base import Vocab
 
-VOCAB = objectives.Vocab(size=512)
+VOCAB = Vocab(size=512)
 # Documents per corpus: enough pairs to see a 2-point bias, small enough to encode fast.
 MAX_DOCUMENTS = {"shakespeare": 4, "kjv": 1189, "python_code": 80, "bbc_news": 2225}
 

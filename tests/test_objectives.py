@@ -5,12 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research import objectives
 from research.data import pairs
 from research.errors import ConfigError
 from research.objectives import mlm, span
+from research.objectives.base import Vocab
 
-VOCAB = objectives.Vocab(size=500)
+VOCAB = Vocab(size=500)
 
 
 def _rows(seed=0, batch=64, length=128):
@@ -134,14 +134,38 @@ def test_noise_mask_has_exact_count_and_mean_span():
 
 def test_incompatible_objective_and_backbone_are_config_errors():
   from conftest import tiny_config
-  from research import train
+  from research.workdir import resolve
   with pytest.raises(ConfigError, match="mlm needs a bidirectional"):
-    train.resolve(tiny_config(objectives={"mlm": 1.0}), 8)
+    resolve(tiny_config(objectives={"mlm": 1.0}), 8)
   with pytest.raises(ConfigError, match="span needs an encoder-decoder"):
-    train.resolve(tiny_config(**{"model.kind": "encoder"}, objectives={"span": 1.0}), 8)
+    resolve(tiny_config(**{"model.kind": "encoder"}, objectives={"span": 1.0}), 8)
   with pytest.raises(ConfigError, match="different examples"):
-    train.resolve(tiny_config(**{"model.kind": "encoder_decoder"},
-                              objectives={"nsp": 1.0, "span": 1.0}), 8)
+    resolve(tiny_config(**{"model.kind": "encoder_decoder"},
+                        objectives={"nsp": 1.0, "span": 1.0}), 8)
+
+
+def test_model_kinds_are_what_the_objectives_take_them_for():
+  """Objectives declare the model.kinds they train: each kind builds the backbone they assume.
+
+  decoder: causal; encoder: bidirectional; encoder_decoder: `encode`/`decode`, its
+  __call__ the bidirectional encoder (so BIDIRECTIONAL objectives train it too).
+  """
+  from flax import nnx
+  from research.config import default_config
+  from research.models import MODELS, Network
+  from research.objectives import OBJECTIVES
+  from research.objectives.base import BIDIRECTIONAL, KINDS
+  for objective in OBJECTIVES.values():
+    assert objective.kinds and set(objective.kinds) <= set(KINDS), objective
+  for arch, entry in MODELS.items():
+    for kind in entry.kinds:
+      cfg = default_config().model
+      cfg.update(arch=arch, kind=kind, vocab_size=100)
+      backbone = nnx.eval_shape(lambda: Network(cfg, {}, rngs=nnx.Rngs(0))).backbone
+      assert backbone.causal == (kind == "decoder"), (arch, kind)
+      seq2seq = hasattr(backbone, "encode") and hasattr(backbone, "decode")
+      assert seq2seq == (kind == "encoder_decoder"), (arch, kind)
+      assert (kind in BIDIRECTIONAL) == (not backbone.causal), (arch, kind)
 
 
 def test_classify_pooling_first_last_and_mean_of_real_tokens():

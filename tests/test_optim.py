@@ -1,11 +1,11 @@
-"""The optimizer: weight decay by param role, and clipping of the applied gradients only.
+"""The optimizer: weight decay by param role, clipping of the applied gradients only,
+and layer-stacked params (their "layers" logical axis) treated layer by layer.
 
-Decay: every param of every registered architecture (each kind, scan_layers on
-and off for the Transformer, with a pooled and a token head) is decayed iff it
-is a weight matrix, kernel or embedding table; biases and norm scales/biases
-never are. The role is checked against an oracle independent of names and
-shapes: a bias or norm param is initialised to constants (the same under
-every seed), a kernel or embedding randomly.
+Decay: every param of every registered architecture (each kind, with a pooled
+and a token head) is decayed iff it is a weight matrix, kernel or embedding
+table; biases and norm scales/biases never are. The role is checked against an
+oracle independent of names and shapes: a bias or norm param is initialised to
+constants (the same under every seed), a kernel or embedding randomly.
 """
 
 import jax
@@ -14,33 +14,33 @@ import numpy as np
 import optax
 import pytest
 
-from research import optim, train
+from research import optim
 from research.config import default_config
 from research.models import MODELS
+from research.network import define_network, init_params
 
 HEADS = {"classify": ("pooled", 3), "qa": ("token", 2)}
-CASES = [(arch, kind, scan) for arch, entry in MODELS.items() for kind in entry.kinds
-         for scan in ((False, True) if arch == "transformer" else (False,))]
+CASES = [(arch, kind) for arch, entry in MODELS.items() for kind in entry.kinds]
 
 
-def _config(arch, kind, scan=False, **model):
+def _config(arch, kind, **model):
   """A small default config; the options that add params (learned positions, untied
   head, LayerNorm biases, token types, an RNN projection) are on."""
   cfg = default_config()
   cfg.model.update(arch=arch, kind=kind, num_layers=2, width=16, num_heads=2, vocab_size=61,
                    max_len=32, position="learned", norm="layernorm", tie_embeddings=False,
-                   type_vocab_size=2, rnn_hidden=8, mlp="swiglu", scan_layers=scan, **model)
+                   type_vocab_size=2, rnn_hidden=8, mlp="swiglu", **model)
   return cfg
 
 
 def _init(cfg, seed):
-  return jax.jit(lambda rng: train.init_params(cfg, HEADS, rng))(jax.random.PRNGKey(seed))
+  return jax.jit(lambda rng: init_params(cfg, HEADS, rng))(jax.random.PRNGKey(seed))
 
 
-@pytest.mark.parametrize("arch,kind,scan", CASES)
-def test_decay_follows_the_param_role_in_every_architecture(arch, kind, scan):
-  cfg = _config(arch, kind, scan)
-  _, shapes = train.define_network(cfg, HEADS)
+@pytest.mark.parametrize("arch,kind", CASES)
+def test_decay_follows_the_param_role_in_every_architecture(arch, kind):
+  cfg = _config(arch, kind)
+  _, shapes = define_network(cfg, HEADS)
   mask = optim.decay_mask(shapes)
   assert sorted(mask) == sorted(shapes)
   a, b = _init(cfg, 0), _init(cfg, 1)
@@ -121,7 +121,7 @@ def test_clipping_sees_only_the_gradients_that_are_applied(head_scale):
 
 
 def test_clipping_skips_frozen_layers_of_stacked_params():
-  """scan_layers: freeze_layers zeroes layer 0 of a stacked param before the clip."""
+  """freeze_layers zeroes layer 0 of a stacked param (by its axes) before the clip."""
   rng = np.random.default_rng(1)
   stacked = "backbone/blocks/mlp/up/kernel"
   params = {stacked: rng.normal(size=(2, 4, 4)).astype(np.float32),
@@ -129,7 +129,8 @@ def test_clipping_skips_frozen_layers_of_stacked_params():
   grads = {stacked: np.stack([1e9 * rng.normal(size=(4, 4)), 3 * rng.normal(size=(4, 4))]
                              ).astype(np.float32),
            "heads/classify/out/kernel": 3 * rng.normal(size=(4, 3)).astype(np.float32)}
-  frozen = _steps(optim.make_optimizer(_transfer_train(freeze_layers=1), params, 2),
+  axes = {stacked: ("layers", "embed", "mlp"), "heads/classify/out/kernel": ("embed", "classes")}
+  frozen = _steps(optim.make_optimizer(_transfer_train(freeze_layers=1), params, 2, axes),
                   params, grads)
   # Unstacked, layer 1 and the head are all that learn; layer 0 is left out.
   layer1, head = "backbone/blocks/1/mlp/up/kernel", "heads/classify/out/kernel"
@@ -139,3 +140,20 @@ def test_clipping_skips_frozen_layers_of_stacked_params():
   np.testing.assert_array_equal(frozen[stacked][0], params[stacked][0])
   np.testing.assert_allclose(frozen[stacked][1], alone[layer1], rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(frozen[head], alone[head], rtol=1e-6, atol=1e-7)
+
+
+def test_the_layer_axis_comes_from_the_axes_wherever_it_is():
+  t = default_config().train
+  t.layer_lr_decay, t.freeze_layers = 0.5, 1
+  names = ["backbone/blocks/mlp/up/kernel", "backbone/stack/w", "backbone/blocks/0/mlp/up/kernel"]
+  axes = {"backbone/blocks/mlp/up/kernel": ("layers", "embed", "mlp"),
+          "backbone/stack/w": ("embed", "layers", "mlp")}
+  factors = optim.lr_multipliers(t, names, 3, axes)
+  np.testing.assert_array_equal(factors["backbone/blocks/mlp/up/kernel"], [0.0, 0.25, 0.5])
+  np.testing.assert_array_equal(factors["backbone/stack/w"], [[0.0, 0.25, 0.5]])
+  assert factors["backbone/blocks/0/mlp/up/kernel"] == 0.0  # per layer by name (RNN, CNN)
+  update = optim.scale_per_param(factors).update
+  ones = {name: jnp.ones((2, 3, 4) if name == "backbone/stack/w" else (3, 2, 4)) for name in names}
+  scaled = update(ones, None)[0]
+  np.testing.assert_array_equal(scaled["backbone/stack/w"][1, :, 0], [0.0, 0.25, 0.5])
+  np.testing.assert_array_equal(scaled["backbone/blocks/mlp/up/kernel"][:, 1, 0], [0.0, 0.25, 0.5])

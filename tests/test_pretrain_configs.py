@@ -11,6 +11,9 @@ import pytest
 from conftest import REPO, SignalAt
 from research import train
 from research.data import pipeline
+from research.errors import Interrupted
+from research.objectives.base import Vocab
+from research.workdir import prepare_workdir, resolve
 
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(
     os.path.join(REPO, "configs", "pretrain", "*.py")) if not p.endswith("__init__.py"))
@@ -21,12 +24,13 @@ def _config(name):
   cfg.update_from_flattened_dict({
       "mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2, "train.steps": 8,
       "train.log_every": 1, "train.eval_every": 8, "train.checkpoint_every": 4})
-  return train.resolve(cfg, 8)
+  return resolve(cfg, 8)
 
 
 def _run(cfg, workdir, data):
-  train.prepare_workdir(cfg, str(workdir))
-  return train.train_and_evaluate(cfg, str(workdir), data)
+  prepare_workdir(cfg, str(workdir))
+  trainer = train.Trainer(cfg, Vocab.from_tokenizer(data.tokenizer, cfg.model.vocab_size))
+  return train.train_and_evaluate(trainer, str(workdir), data.examples)
 
 
 def _rows(workdir):
@@ -47,7 +51,9 @@ def test_tiny_preset_learns_and_resumes_exactly(name, tmp_path, monkeypatch):
   original = pipeline.train_iterator
   signalling = lambda *a, **k: SignalAt(original(*a, **k), at=3)
   monkeypatch.setattr(pipeline, "train_iterator", signalling)
-  assert _run(cfg, tmp_path / "cut", data)["interrupted"] == signal.SIGTERM
+  with pytest.raises(Interrupted) as cut:
+    _run(cfg, tmp_path / "cut", data)
+  assert cut.value.signum == signal.SIGTERM
   monkeypatch.setattr(pipeline, "train_iterator", original)
   _run(cfg, tmp_path / "cut", data)
   assert _rows(tmp_path / "cut") == _rows(tmp_path / "full")

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from research import config, objectives
+from research import config
 from research.errors import ConfigError
 from research.objectives import span
+from research.objectives.base import Vocab
 
-VOCAB = objectives.Vocab(size=500)
+VOCAB = Vocab(size=500)
 
 
 def _span_config(**overrides):

@@ -160,6 +160,10 @@ def test_sweep_end_to_end_then_skips_finished_runs(tmp_path):
 
 BAD_SPECS = {
     "unknown_key": (["--sweep", "model.colour=red,blue"], "model.colour"),
+    "misspelt_key": (["--sweep", "train.setps=1,2"], "--sweep train.setps: the config has no "
+                     "field train.setps; nearest: train.steps"),
+    "misspelt_base": (["--sweep", "seed=0,1", "--config.train.setps=2"],
+                      "--config.train.setps: the config has no field train.setps; nearest"),
     "zip_lengths": (["--sweep", "model.arch=lstm,cnn", "--sweep", "model.width=32,64,128",
                      "--mode=zip"], "zip"),
     "bad_value": (["--sweep", "model.arch=lstm,mamba"], "model.arch=mamba"),

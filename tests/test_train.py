@@ -3,14 +3,18 @@
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import SignalAt, tiny_config
+from conftest import REPO, SignalAt, tiny_config
 from research import train
 from research.data import pipeline
+from research.errors import Interrupted
+from research.workdir import prepare_workdir, resolve, restore_params
 
 
 def _rows(workdir, split):
@@ -19,9 +23,9 @@ def _rows(workdir, split):
 
 
 def _train(cfg, workdir, data, devices=None):
-  cfg = train.resolve(cfg, len(devices or jax.devices()))
-  train.prepare_workdir(cfg, str(workdir))
-  return train.train_and_evaluate(cfg, str(workdir), data, devices)
+  cfg = resolve(cfg, len(devices or jax.devices()))
+  prepare_workdir(cfg, str(workdir))
+  return train.train_and_evaluate(train.Trainer(cfg, devices=devices), str(workdir), data)
 
 
 def test_loss_falls_and_workdir_is_complete(tmp_path, synthetic_data):
@@ -49,14 +53,14 @@ def test_sharded_mesh_matches_one_device(tmp_path, synthetic_data):
   np.testing.assert_allclose(mesh_losses, one_losses, rtol=2e-4)
 
 
-def test_params_are_sharded_by_the_rules(synthetic_data):
-  cfg = train.resolve(tiny_config(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}), 8)
-  trainer = train.Trainer(cfg, "", synthetic_data())
-  spec = trainer.state_shardings["params"]["backbone/blocks/0/mlp/up/kernel"].spec
-  assert tuple(spec) == ("fsdp", "tensor")
+def test_params_are_sharded_by_the_rules():
+  cfg = resolve(tiny_config(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}), 8)
+  trainer = train.Trainer(cfg)
+  spec = trainer.state_shardings["params"]["backbone/blocks/mlp/up/kernel"].spec
+  assert tuple(spec) == (None, "fsdp", "tensor")  # [layers, embed, mlp]
   # Adam moments follow their parameter's sharding.
-  mu = trainer.state_shardings["opt_state"][1][0].mu["backbone/blocks/0/mlp/up/kernel"]
-  assert tuple(mu.spec) == ("fsdp", "tensor")
+  mu = trainer.state_shardings["opt_state"][1][0].mu["backbone/blocks/mlp/up/kernel"]
+  assert tuple(mu.spec) == (None, "fsdp", "tensor")
 
 
 def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path, synthetic_data, monkeypatch):
@@ -66,8 +70,9 @@ def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path, synthetic_data, 
   original = pipeline.train_iterator
   monkeypatch.setattr(pipeline, "train_iterator",
                       lambda *a, **k: SignalAt(original(*a, **k), at=5))
-  out = _train(cfg(), tmp_path / "cut", data)
-  assert out["interrupted"] == signal.SIGTERM and out["step"] == 5
+  with pytest.raises(Interrupted) as out:
+    _train(cfg(), tmp_path / "cut", data)
+  assert out.value.signum == signal.SIGTERM and out.value.step == 5
   assert "5" in os.listdir(tmp_path / "cut" / "checkpoints")
   monkeypatch.setattr(pipeline, "train_iterator", original)
   _train(cfg(), tmp_path / "cut", data)
@@ -79,10 +84,22 @@ def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path, synthetic_data, 
     assert cut == full, split  # bitwise: same floats, same data order
 
 
+def test_the_command_line_exits_128_plus_the_signal_of_an_interrupted_run():
+  script = ("from experiments import cli\n"
+            "from research.errors import Interrupted\n"
+            "def main(argv, overrides):\n"
+            "  raise Interrupted(15, 5)\n"
+            "cli.run(main, distributed=False)\n")
+  result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 128 + signal.SIGTERM, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr and "error:" not in result.stderr
+
+
 def test_checkpoint_restores_onto_another_mesh(tmp_path, synthetic_data):
   data = synthetic_data()
   _train(tiny_config(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}), tmp_path, data)
-  cfg, netdef, params, step = train.restore_params(str(tmp_path))
+  cfg, netdef, params, step = restore_params(str(tmp_path))
   assert step == 12
   assert all(len(p.sharding.device_set) == 1 for p in params.values())
   # Training continues on a (4, 2, 1) mesh from the (2, 2, 2) checkpoint.
@@ -107,7 +124,7 @@ def test_nan_loss_stops_and_keeps_the_good_checkpoint(tmp_path, synthetic_data):
   with pytest.raises(TrainingError, match=r"at step \d+"):
     _train(cfg, tmp_path, synthetic_data())
   saved = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())
-  _, _, params, _ = train.restore_params(str(tmp_path), step=saved[-1])
+  _, _, params, _ = restore_params(str(tmp_path), step=saved[-1])
   assert all(np.isfinite(np.asarray(p)).all() for p in params.values())
 
 

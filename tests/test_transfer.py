@@ -19,15 +19,17 @@ import pytest
 
 from conftest import tiny_config
 from research import config as config_lib
-from research import finetune, hf, optim, train
+from research import finetune, hf, objectives, optim, train
 from research.checkpoint import Checkpoints
 from research.errors import CheckpointError, ConfigError, TrellisError
+from research.network import define_network, init_params
+from research.workdir import load_config, resolve, restore_params
 
 POST_LN = {"model.prenorm": False, "model.norm": "layernorm", "model.position": "learned"}
 
 
 def _names(cfg, heads=None):
-  return sorted(train.define_network(cfg, heads or {})[1])
+  return sorted(define_network(cfg, heads or {})[1])
 
 
 def _outside_blocks_norms(names):
@@ -76,9 +78,8 @@ def _rename_keys(tree, rename):
 @pytest.mark.parametrize("kind", ["encoder", "encoder_decoder"])
 def test_workdirs_saved_with_the_old_embedding_norm_name_restore(tmp_path, kind):
   """Runs saved before the rename hold the post-LN embedding norm as final_norm etc."""
-  cfg = train.resolve(tiny_config(**POST_LN, **{"model.kind": kind,
-                                                "objectives": {"mlm": 1.0}}), 1)
-  trainer = train.Trainer(cfg, str(tmp_path), None, jax.devices()[:1])
+  cfg = resolve(tiny_config(**POST_LN, **{"model.kind": kind, "objectives": {"mlm": 1.0}}), 1)
+  trainer = train.Trainer(cfg, devices=jax.devices()[:1])
   state = jax.device_get(trainer.init())
   old = ({"final_norm": "final_norm"} if kind == "encoder"
          else {"encoder_norm": "encoder_norm", "decoder_norm": "decoder_norm"})
@@ -94,7 +95,7 @@ def test_workdirs_saved_with_the_old_embedding_norm_name_restore(tmp_path, kind)
   ckpts.save(3, _rename_keys(state, new_to_old), {}, {})
   ckpts.close()
   (tmp_path / "config.json").write_text(config_lib.to_json(cfg))
-  _, _, params, step = train.restore_params(str(tmp_path))
+  _, _, params, step = restore_params(str(tmp_path))
   assert step == 3 and sorted(params) == sorted(state["params"])
   for name in new_to_old:
     np.testing.assert_array_equal(np.asarray(params[name]), state["params"][name])
@@ -114,11 +115,11 @@ def _fast(**more):
 
 def _restore_finetuned(workdir, label_names):
   """(cfg, netdef, params) of a fine-tuning workdir's last checkpoint (heads sized by labels)."""
-  cfg = train.load_config(workdir)
+  cfg = load_config(workdir)
   with cfg.unlocked():
     cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = -1, 1, 1
-  data = finetune.TaskExamples(None, {}, {}, tuple(label_names))
-  trainer = train.Trainer(cfg, workdir, data, jax.devices()[:1])
+  heads = objectives.heads(cfg.objectives, len(label_names))
+  trainer = train.Trainer(cfg, heads=heads, devices=jax.devices()[:1])
   ckpts = Checkpoints(f"{workdir}/checkpoints", async_save=False)
   state = ckpts.restore(ckpts.latest_step(), trainer.abstract_state)[0]
   ckpts.close()
@@ -143,7 +144,7 @@ def test_finetuning_inherits_every_architecture_field_of_a_trellis_source(tmp_pa
     assert ft_cfg.model[field.split(".")[1]] == value, field
   assert ft_cfg.model.dropout == 0.1 and ft_cfg.model.scan_layers
   # The frozen backbone computes the source's hidden states.
-  src_cfg, src_def, src_params, _ = train.restore_params(str(tmp_path / "src"))
+  src_cfg, src_def, src_params, _ = restore_params(str(tmp_path / "src"))
   tokens = jnp.asarray(np.random.default_rng(0).integers(5, 500, (2, 24)), jnp.int32)
   types = jnp.asarray(np.arange(24) >= 12, jnp.int32)[None].repeat(2, 0) * 2
   src_hidden = src_def.merge(src_params).backbone(tokens, token_type_ids=types)
@@ -172,8 +173,8 @@ def test_free_fields_are_shared_with_resuming():
 
 
 def test_params_that_do_not_fit_are_refused_in_one_line():
-  cfg = train.resolve(tiny_config(), 8)
-  trainer = train.Trainer(cfg, "", None)
+  cfg = resolve(tiny_config(), 8)
+  trainer = train.Trainer(cfg)
   for params, message in [({"backbone/nope/kernel": np.zeros(3)}, "backbone/nope/kernel"),
                           ({"backbone/embed/embedding": np.zeros((5, 3))},
                            r"backbone/embed/embedding has shape \[5, 3\]")]:
@@ -188,7 +189,6 @@ def test_params_that_do_not_fit_are_refused_in_one_line():
 def test_the_configs_dropout_wins_over_an_imported_berts(tmp_path, capsys):
   from configs.finetune import mr
   from research.data import hf_tokenizer
-  from research.train import init_params
   folder = tmp_path / "bert"
   bert = config_lib.default_config()
   bert.update_from_flattened_dict({
@@ -204,6 +204,6 @@ def test_the_configs_dropout_wins_over_an_imported_berts(tmp_path, capsys):
   cfg = mr.get_config("tiny")
   cfg.update_from_flattened_dict(_fast(**{"init_from": str(folder), "model.dropout": 0.05}))
   finetune.finetune(cfg, str(tmp_path / "ft"))
-  assert train.load_config(str(tmp_path / "ft")).model.dropout == 0.05
+  assert load_config(str(tmp_path / "ft")).model.dropout == 0.05
   captured = capsys.readouterr()
   assert "model.dropout=0.3" in captured.out + captured.err

@@ -9,27 +9,21 @@ from scratch unless init_from names a run), minilm (the built-in MiniLM-L6).
 The built-in set is 2,225 articles (headline + body) with fixed splits.
 """
 
+from configs.common import BERT_ENCODER, CLASSIFY, FINETUNE_TINY, MINILM
 from research.config import with_preset
 
-_ENCODER = dict(kind="encoder", position="learned", norm="layernorm", mlp="gelu")
-_TRAIN = dict(log_every=10, eval_batches=0, schedule="linear", warmup_steps=20, patience=3,
-              min_lr_ratio=0.0)
-
 PRESETS = {
-    "tiny": dict(model=dict(num_layers=2, width=64, num_heads=4, max_len=128, **_ENCODER),
+    "tiny": dict(model=dict(num_layers=2, width=64, num_heads=4, max_len=128, **BERT_ENCODER),
                  task="classification", data=dict(source="bbc_topic", seq_len=128, vocab_size=512),
-                 train=dict(_TRAIN, batch_size=16, steps=20, lr=1e-3, eval_every=10,
-                            checkpoint_every=10, warmup_steps=2, patience=0)),
+                 train=dict(CLASSIFY, **FINETUNE_TINY, lr=1e-3)),
     "small": dict(model=dict(num_layers=4, width=256, num_heads=4, max_len=128, dropout=0.1,
-                             **_ENCODER),
+                             **BERT_ENCODER),
                   task="classification", data=dict(source="bbc_topic", seq_len=128, vocab_size=2048),
-                  train=dict(_TRAIN, batch_size=32, steps=400, lr=5e-4, eval_every=50,
+                  train=dict(CLASSIFY, batch_size=32, steps=400, lr=5e-4, eval_every=50,
                              checkpoint_every=50)),
-    "minilm": dict(model=dict(num_layers=6, width=384, num_heads=12, max_len=512, dropout=0.1,
-                              **_ENCODER),
-                   task="classification", init_from="minilm-l6",
+    "minilm": dict(model=MINILM, task="classification", init_from="minilm-l6",
                    data=dict(source="bbc_topic", seq_len=256),
-                   train=dict(_TRAIN, batch_size=32, steps=300, lr=5e-5, eval_every=50,
+                   train=dict(CLASSIFY, batch_size=32, steps=300, lr=5e-5, eval_every=50,
                               checkpoint_every=50, weight_decay=0.01)),
 }
 

@@ -11,45 +11,36 @@ CNN encoder with the data and training of tiny/small and about their size.
 The built-in MR set is 4,000 sentences with fixed train/validation/test splits.
 """
 
+from configs.common import BERT_ENCODER, CLASSIFY, FINETUNE_TINY, MINILM, derive
 from research.config import with_preset
 
-_ENCODER = dict(kind="encoder", position="learned", norm="layernorm", mlp="gelu")
-_TRAIN = dict(log_every=10, eval_batches=0, schedule="linear", warmup_steps=20, patience=3,
-              min_lr_ratio=0.0)
-
 PRESETS = {
-    "tiny": dict(model=dict(num_layers=2, width=64, num_heads=4, max_len=64, **_ENCODER),
+    "tiny": dict(model=dict(num_layers=2, width=64, num_heads=4, max_len=64, **BERT_ENCODER),
                  task="classification", data=dict(source="mr", seq_len=64, vocab_size=512),
-                 train=dict(_TRAIN, batch_size=16, steps=20, lr=1e-3, eval_every=10,
-                            checkpoint_every=10, warmup_steps=2, patience=0)),
+                 train=dict(CLASSIFY, **FINETUNE_TINY, lr=1e-3)),
     "small": dict(model=dict(num_layers=4, width=256, num_heads=4, max_len=128, dropout=0.1,
-                             **_ENCODER),
+                             **BERT_ENCODER),
                   task="classification", data=dict(source="mr", seq_len=64, vocab_size=2048),
-                  train=dict(_TRAIN, batch_size=32, steps=400, lr=5e-4, eval_every=50,
+                  train=dict(CLASSIFY, batch_size=32, steps=400, lr=5e-4, eval_every=50,
                              checkpoint_every=50)),
-    "minilm": dict(model=dict(num_layers=6, width=384, num_heads=12, max_len=512, dropout=0.1,
-                              **_ENCODER),
-                   task="classification", init_from="minilm-l6",
+    "minilm": dict(model=MINILM, task="classification", init_from="minilm-l6",
                    data=dict(source="mr", seq_len=64),
-                   train=dict(_TRAIN, batch_size=32, steps=400, lr=1e-4, eval_every=50,
+                   train=dict(CLASSIFY, batch_size=32, steps=400, lr=1e-4, eval_every=50,
                               checkpoint_every=50, weight_decay=0.01)),
 }
 
-
-def _variant(preset: str, **model) -> dict:
-  """`preset` with another backbone: the same data, tokenizer settings and training."""
-  return dict(PRESETS[preset], model=dict(PRESETS[preset]["model"], **model))
-
-
 # The tiny and small Transformer encoders' counterparts of about the same parameter
-# count (experiments/reproductions/kim_mr.py): a bidirectional LSTM (state projected
-# back to the width) and a non-causal gated dilated CNN whose first position, the
-# one the classifier pools, sees the whole sentence at small (126 tokens to its right).
+# count (experiments/reproductions/kim_mr.py), with the same data, tokenizer settings
+# and training: a bidirectional LSTM (state projected back to the width) and a
+# non-causal gated dilated CNN whose first position, the one the classifier pools,
+# sees the whole sentence at small (126 tokens to its right).
 PRESETS.update(
-    lstm_tiny=_variant("tiny", arch="lstm", num_layers=2, rnn_hidden=48),
-    cnn_tiny=_variant("tiny", arch="cnn", num_layers=3, kernel_size=4, dilation_cycle=3),
-    lstm_small=_variant("small", arch="lstm", num_layers=3, rnn_hidden=240),
-    cnn_small=_variant("small", arch="cnn", num_layers=6, kernel_size=4, dilation_cycle=6),
+    lstm_tiny=derive(PRESETS["tiny"], model=dict(arch="lstm", num_layers=2, rnn_hidden=48)),
+    cnn_tiny=derive(PRESETS["tiny"], model=dict(arch="cnn", num_layers=3, kernel_size=4,
+                                                dilation_cycle=3)),
+    lstm_small=derive(PRESETS["small"], model=dict(arch="lstm", num_layers=3, rnn_hidden=240)),
+    cnn_small=derive(PRESETS["small"], model=dict(arch="cnn", num_layers=6, kernel_size=4,
+                                                  dilation_cycle=6)),
 )
 
 

@@ -7,27 +7,22 @@ The built-in `squad_builtin` is a cloze-style set made from the KJV (see the
 README); any SQuAD-format json/jsonl works through data.source=files.
 """
 
+from configs.common import BERT_ENCODER, FINETUNE, FINETUNE_TINY, MINILM
 from research.config import with_preset
 
-_ENCODER = dict(kind="encoder", position="learned", norm="layernorm", mlp="gelu")
-_TRAIN = dict(log_every=10, schedule="linear", min_lr_ratio=0.0, patience=3)
-
 PRESETS = {
-    "tiny": dict(model=dict(num_layers=2, width=64, num_heads=4, max_len=128, **_ENCODER),
+    "tiny": dict(model=dict(num_layers=2, width=64, num_heads=4, max_len=128, **BERT_ENCODER),
                  task="qa", data=dict(source="squad_builtin", seq_len=128, vocab_size=512,
                                       doc_stride=48),
-                 train=dict(_TRAIN, batch_size=16, steps=20, lr=1e-3, eval_every=10,
-                            checkpoint_every=10, warmup_steps=2, patience=0)),
+                 train=dict(FINETUNE, **FINETUNE_TINY, lr=1e-3)),
     "small": dict(model=dict(num_layers=4, width=256, num_heads=4, max_len=256, dropout=0.1,
-                             **_ENCODER),
+                             **BERT_ENCODER),
                   task="qa", data=dict(source="squad_builtin", seq_len=192, vocab_size=2048),
-                  train=dict(_TRAIN, batch_size=32, steps=600, lr=5e-4, eval_every=100,
+                  train=dict(FINETUNE, batch_size=32, steps=600, lr=5e-4, eval_every=100,
                              checkpoint_every=100, warmup_steps=30)),
-    "minilm": dict(model=dict(num_layers=6, width=384, num_heads=12, max_len=512, dropout=0.1,
-                              **_ENCODER),
-                   task="qa", init_from="minilm-l6",
+    "minilm": dict(model=MINILM, task="qa", init_from="minilm-l6",
                    data=dict(source="squad_builtin", seq_len=192),
-                   train=dict(_TRAIN, batch_size=32, steps=600, lr=5e-5, eval_every=100,
+                   train=dict(FINETUNE, batch_size=32, steps=600, lr=5e-5, eval_every=100,
                               checkpoint_every=100, warmup_steps=30, weight_decay=0.01)),
 }
 

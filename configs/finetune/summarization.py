@@ -5,24 +5,21 @@
 An encoder-decoder; init_from may name a t5_span run of the same size.
 """
 
+from configs.common import FINETUNE, FINETUNE_TINY, T5
 from research.config import with_preset
 
-_T5 = dict(kind="encoder_decoder", position="rope", norm="rmsnorm", mlp="swiglu")
-_TRAIN = dict(log_every=10, schedule="linear", min_lr_ratio=0.0, patience=3)
-
 PRESETS = {
-    "tiny": dict(model=dict(num_layers=1, width=64, num_heads=4, max_len=128, **_T5),
+    "tiny": dict(model=dict(num_layers=1, width=64, num_heads=4, max_len=128, **T5),
                  task="summarization",
                  data=dict(source="bbc_headline", seq_len=128, target_len=24, vocab_size=512),
                  generate=dict(eval_examples=16),
-                 train=dict(_TRAIN, batch_size=16, steps=20, lr=3e-3, eval_every=10,
-                            checkpoint_every=10, warmup_steps=2, patience=0)),
+                 train=dict(FINETUNE, **FINETUNE_TINY, lr=3e-3)),
     "small": dict(model=dict(num_layers=3, width=256, num_heads=4, max_len=512, dropout=0.1,
-                             **_T5),
+                             **T5),
                   task="summarization",
                   data=dict(source="bbc_headline", seq_len=384, target_len=24, vocab_size=4096),
                   generate=dict(eval_examples=222, beam_size=4),
-                  train=dict(_TRAIN, batch_size=16, steps=1500, lr=1e-3, eval_every=300,
+                  train=dict(FINETUNE, batch_size=16, steps=1500, lr=1e-3, eval_every=300,
                              checkpoint_every=300, warmup_steps=100)),
 }
 

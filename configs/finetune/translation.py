@@ -8,24 +8,21 @@ run of the same size. Evaluation decodes generate.eval_examples validation
 verses (greedy, or beam search with generate.beam_size).
 """
 
+from configs.common import FINETUNE, FINETUNE_TINY, T5
 from research.config import with_preset
 
-_T5 = dict(kind="encoder_decoder", position="rope", norm="rmsnorm", mlp="swiglu")
-_TRAIN = dict(log_every=10, schedule="linear", min_lr_ratio=0.0, patience=3)
-
 PRESETS = {
-    "tiny": dict(model=dict(num_layers=1, width=64, num_heads=4, max_len=64, **_T5),
+    "tiny": dict(model=dict(num_layers=1, width=64, num_heads=4, max_len=64, **T5),
                  task="translation",
                  data=dict(source="kjv_en_es", seq_len=48, target_len=48, vocab_size=512),
                  generate=dict(eval_examples=16),
-                 train=dict(_TRAIN, batch_size=16, steps=20, lr=3e-3, eval_every=10,
-                            checkpoint_every=10, warmup_steps=2, patience=0)),
+                 train=dict(FINETUNE, **FINETUNE_TINY, lr=3e-3)),
     "small": dict(model=dict(num_layers=3, width=256, num_heads=4, max_len=128, dropout=0.1,
-                             **_T5),
+                             **T5),
                   task="translation",
                   data=dict(source="kjv_en_es", seq_len=96, target_len=96, vocab_size=4096),
                   generate=dict(eval_examples=200, beam_size=1),
-                  train=dict(_TRAIN, batch_size=32, steps=2000, lr=1e-3, eval_every=500,
+                  train=dict(FINETUNE, batch_size=32, steps=2000, lr=1e-3, eval_every=500,
                              checkpoint_every=500, warmup_steps=100)),
 }
 

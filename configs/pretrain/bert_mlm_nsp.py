@@ -7,28 +7,21 @@ continuations, half from another play. MLM alone (packed documents):
 `--config.objectives='{"mlm": 1}'`.
 """
 
+from configs.common import BERT_ENCODER, PRETRAIN, PRETRAIN_DATA
 from research.config import with_preset
 
-_BERT = dict(kind="encoder", position="learned", norm="layernorm", mlp="gelu")
-
 PRESETS = {
-    "tiny": dict(model=dict(num_layers=2, width=64, num_heads=4, max_len=64, **_BERT),
+    "tiny": dict(model=dict(num_layers=2, width=64, num_heads=4, max_len=64, **BERT_ENCODER),
                  objectives={"mlm": 1.0, "nsp": 1.0},
-                 data=dict(seq_len=64, vocab_size=512),
-                 train=dict(batch_size=16, steps=30, lr=3e-3, warmup_steps=5, log_every=5,
-                            eval_every=15, eval_batches=2, checkpoint_every=15)),
-    "small": dict(model=dict(num_layers=4, width=256, num_heads=4, max_len=128, **_BERT),
+                 data=PRETRAIN_DATA["tiny"], train=PRETRAIN["tiny"]),
+    "small": dict(model=dict(num_layers=4, width=256, num_heads=4, max_len=128, **BERT_ENCODER),
                   objectives={"mlm": 1.0, "nsp": 1.0},
-                  data=dict(seq_len=128, vocab_size=2048),
-                  train=dict(batch_size=16, steps=300, lr=1e-3, warmup_steps=30, log_every=10,
-                             eval_every=100, eval_batches=16, checkpoint_every=100)),
+                  data=PRETRAIN_DATA["small"], train=dict(PRETRAIN["small"], lr=1e-3)),
     "base": dict(model=dict(num_layers=12, width=768, num_heads=12, max_len=512,
-                            dtype="bfloat16", **_BERT),
+                            dtype="bfloat16", **BERT_ENCODER),
                  objectives={"mlm": 1.0, "nsp": 1.0},
                  data=dict(seq_len=512, vocab_size=16384),
-                 train=dict(batch_size=128, steps=20000, lr=1e-4, warmup_steps=1000,
-                            log_every=50, eval_every=1000, eval_batches=32,
-                            checkpoint_every=1000)),
+                 train=dict(PRETRAIN["base"], batch_size=128, lr=1e-4)),
 }
 
 

@@ -9,18 +9,20 @@ base 101,092,608), so it compares with bert_mlm_nsp (MLM alone:
 --config.objectives='{"mlm": 1}') like with like.
 """
 
+from configs.common import derive
 from configs.pretrain import gpt_clm
 from research.config import with_preset
 
+_GPT = gpt_clm.PRESETS
 PRESETS = {
-    "tiny": dict(model=dict(arch="lstm", kind="encoder", num_layers=2, rnn_hidden=48),
-                 objectives={"mlm": 1.0}),
-    "small": dict(model=dict(arch="lstm", kind="encoder", num_layers=3, rnn_hidden=232),
-                  objectives={"mlm": 1.0}),
-    "base": dict(model=dict(arch="lstm", kind="encoder", num_layers=2, rnn_hidden=1920),
-                 objectives={"mlm": 1.0}),
+    "tiny": derive(_GPT["tiny"], model=dict(arch="lstm", kind="encoder", num_layers=2,
+                                            rnn_hidden=48), objectives={"mlm": 1.0}),
+    "small": derive(_GPT["small"], model=dict(arch="lstm", kind="encoder", num_layers=3,
+                                              rnn_hidden=232), objectives={"mlm": 1.0}),
+    "base": derive(_GPT["base"], model=dict(arch="lstm", kind="encoder", num_layers=2,
+                                            rnn_hidden=1920), objectives={"mlm": 1.0}),
 }
 
 
 def get_config(preset: str = "tiny"):
-  return with_preset(PRESETS, preset, gpt_clm.get_config(preset) if preset in PRESETS else None)
+  return with_preset(PRESETS, preset)

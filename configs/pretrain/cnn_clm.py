@@ -9,16 +9,20 @@ the model differs, and its size matches that preset's parameter count
 (base), covering each preset's sequence length from small up.
 """
 
+from configs.common import derive
 from configs.pretrain import gpt_clm
 from research.config import with_preset
 
+_GPT = gpt_clm.PRESETS
 PRESETS = {
-    "tiny": dict(model=dict(arch="cnn", num_layers=3, kernel_size=4, dilation_cycle=3)),
-    "small": dict(model=dict(arch="cnn", num_layers=6, kernel_size=4, dilation_cycle=6)),
-    "base": dict(model=dict(arch="cnn", num_layers=18, kernel_size=4, dilation_cycle=8)),
+    "tiny": derive(_GPT["tiny"], model=dict(arch="cnn", num_layers=3, kernel_size=4,
+                                            dilation_cycle=3)),
+    "small": derive(_GPT["small"], model=dict(arch="cnn", num_layers=6, kernel_size=4,
+                                              dilation_cycle=6)),
+    "base": derive(_GPT["base"], model=dict(arch="cnn", num_layers=18, kernel_size=4,
+                                            dilation_cycle=8)),
 }
 
 
 def get_config(preset: str = "tiny"):
-  cfg = gpt_clm.get_config(preset) if preset in PRESETS else None
-  return with_preset(PRESETS, preset, cfg)
+  return with_preset(PRESETS, preset)

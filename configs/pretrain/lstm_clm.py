@@ -11,19 +11,20 @@ are the GRU of the same size (more layers: a GRU layer has 3 gates, not 4).
 et al. 2016 style): wide recurrences suit accelerators better than deep ones.
 """
 
+from configs.common import derive
 from configs.pretrain import gpt_clm
 from research.config import with_preset
 
+_GPT = gpt_clm.PRESETS
 PRESETS = {
-    "tiny": dict(model=dict(arch="lstm", num_layers=3)),
-    "small": dict(model=dict(arch="lstm", num_layers=6)),
-    "base": dict(model=dict(arch="lstm", num_layers=4, rnn_hidden=1920)),
-    "gru_tiny": dict(model=dict(arch="gru", num_layers=4)),
-    "gru_small": dict(model=dict(arch="gru", num_layers=8)),
-    "gru_base": dict(model=dict(arch="gru", num_layers=5, rnn_hidden=1920)),
+    "tiny": derive(_GPT["tiny"], model=dict(arch="lstm", num_layers=3)),
+    "small": derive(_GPT["small"], model=dict(arch="lstm", num_layers=6)),
+    "base": derive(_GPT["base"], model=dict(arch="lstm", num_layers=4, rnn_hidden=1920)),
+    "gru_tiny": derive(_GPT["tiny"], model=dict(arch="gru", num_layers=4)),
+    "gru_small": derive(_GPT["small"], model=dict(arch="gru", num_layers=8)),
+    "gru_base": derive(_GPT["base"], model=dict(arch="gru", num_layers=5, rnn_hidden=1920)),
 }
 
 
 def get_config(preset: str = "tiny"):
-  cfg = gpt_clm.get_config(preset.removeprefix("gru_")) if preset in PRESETS else None
-  return with_preset(PRESETS, preset, cfg)
+  return with_preset(PRESETS, preset)

@@ -1,18 +1,13 @@
-"""Paper-style experiments, one script each, and what their scripts share."""
+"""Paper-style experiments, one script each, and what their scripts share.
+
+A SIGTERM/SIGINT stops a reproduction at the run it is in (errors.Interrupted,
+its checkpoint saved; experiments.cli exits 128+signal); the same command
+then resumes that run and goes on.
+"""
 
 import json
 import os
 import statistics
-
-
-def finished(results: dict) -> dict:
-  """The results of a run that ran to its end; a SIGTERM/SIGINT (checkpoint saved) stops here.
-
-  The same command then resumes the interrupted run and goes on.
-  """
-  if "interrupted" in results:
-    raise SystemExit(128 + results["interrupted"])
-  return results
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -83,7 +83,7 @@ def run(workdir: str, seeds, steps: int, preset: str = "small",
     for seed in seeds:
       cfg.seed = seed
       run_dir = os.path.join(workdir, f"{arch}_seed{seed}")
-      result = reproductions.finished(train.pretrain(cfg, run_dir))
+      result = train.pretrain(cfg, run_dir)
       row["params"] = result["num_params"]
       row["perplexity"].append(result["perplexity"])
       row["loss"].append(result["loss"])

@@ -87,7 +87,7 @@ def run(workdir: str, seeds, steps: int, preset: str = "small") -> dict:
     for seed in seeds:
       cfg.seed = seed
       run_dir = os.path.join(workdir, f"{arch}_seed{seed}")
-      result = reproductions.finished(finetune.finetune(cfg, run_dir))
+      result = finetune.finetune(cfg, run_dir)
       row["params"] = result["num_params"]
       row["test_accuracy"].append(result["test"]["accuracy"])
       row["validation_accuracy"].append(result["best_value"])

@@ -79,7 +79,7 @@ def run(workdir: str, seeds, pretrain_steps: int, finetune_steps: int, preset: s
   seeds = [int(s) for s in seeds]
   pre_cfg, fine = configs(preset, corpus, pretrain_steps, finetune_steps, pooling, position)
   pretrained = os.path.join(workdir, "pretrain_mlm")
-  pre = reproductions.finished(train.pretrain(pre_cfg, pretrained))
+  pre = train.pretrain(pre_cfg, pretrained)
   # Both arms use the pretraining run's tokenizer: only the initial weights differ.
   fine["pretrained"].init_from = pretrained
   fine["scratch"].data.tokenizer = os.path.join(pretrained, "tokenizer.model")
@@ -94,8 +94,7 @@ def run(workdir: str, seeds, pretrain_steps: int, finetune_steps: int, preset: s
     row = {"test_accuracy": [], "validation_accuracy": [], "best_step": [], "lineage": []}
     for seed in seeds:
       cfg.seed = seed
-      result = reproductions.finished(
-          finetune.finetune(cfg, os.path.join(workdir, f"mr_{arm}_seed{seed}{suffix}")))
+      result = finetune.finetune(cfg, os.path.join(workdir, f"mr_{arm}_seed{seed}{suffix}"))
       row["params"] = result["num_params"]
       row["test_accuracy"].append(result["test"]["accuracy"])
       row["validation_accuracy"].append(result["best_value"])

@@ -14,13 +14,14 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
 
 import numpy as np
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
 from research.data.tokenizer import Tokenizer
-from research.errors import DataError
+from research.errors import DataError, first_line
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # Written beside tokenizer.json so transformers' AutoTokenizer knows the class.
@@ -68,7 +69,7 @@ class WordPieceTokenizer:
       else:
         self._tok = _from_vocab(path, folder)
     except Exception as e:  # tokenizers raises plain Exception on malformed files
-      raise DataError(f"cannot load tokenizer {path}: {str(e).splitlines()[0]}") from None
+      raise DataError(f"cannot load tokenizer {path}: {first_line(e)}") from None
     # tokenizer.json may carry fixed-length padding and truncation (MiniLM's
     # pads to 128); Trellis pads and truncates itself.
     self._tok.no_padding()
@@ -128,6 +129,11 @@ class WordPieceTokenizer:
   def id_to_piece(self, token_id: int) -> str:
     """The vocabulary piece of one id ("##" marks a word continuation)."""
     return self._tok.id_to_token(token_id)
+
+  def save(self, folder: str | os.PathLike) -> None:
+    """Copies tokenizer.json (or vocab.txt) and its side files into `folder`, for transformers."""
+    for path in self.files:
+      shutil.copyfile(path, pathlib.Path(folder) / pathlib.Path(path).name)
 
   def word_starts(self) -> np.ndarray:
     """[vocab_size] bool: the piece begins a word (not a "##" continuation)."""

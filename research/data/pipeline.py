@@ -18,12 +18,12 @@ from typing import NamedTuple
 import grain
 import numpy as np
 
+from research import objectives
 from research.data import pairs, sources
 from research.data.text import read_documents
 from research.data.tokenizer import Tokenizer, load_or_train_tokenizer
 from research.errors import DataError
 
-FIELDS = ("tokens", "segment_ids", "positions")
 # Corpora smaller than this encode in about a second: not worth a cache entry.
 _MIN_CHARS_TO_CACHE = 1_000_000
 _ENCODE_CHUNK_DOCS = 256
@@ -193,12 +193,17 @@ def unigram_perplexity(train_ids: np.ndarray, eval_ids: np.ndarray, vocab_size: 
   return float(np.exp(-log_probs[np.asarray(eval_ids).reshape(-1)].mean()))
 
 
+class TrainData(NamedTuple):
+  """What the training loop trains on: example arrays, pretraining and fine-tuning alike."""
+  train: dict[str, np.ndarray]  # [rows, ...] each: the batch fields
+  eval: dict[str, np.ndarray]  # the rows of the default, loss-based evaluation
+  unigram_perplexity: float | None = None  # a baseline reported beside the eval perplexity
+
+
 class PretrainingData(NamedTuple):
   """Everything pretraining needs from the data side."""
   tokenizer: Tokenizer
-  train: dict[str, np.ndarray]  # packed examples, [rows, seq_len] each
-  eval: dict[str, np.ndarray]
-  unigram_perplexity: float  # baseline to compare the model's eval perplexity with
+  examples: TrainData  # packed examples [rows, seq_len], and the unigram baseline
   stats: dict[str, int]  # {train,eval}_{documents,tokens,rows}
 
 
@@ -215,7 +220,6 @@ def load_pretraining_data(cfg, process_index: int = 0,
       one eval row.
   """
   del process_index, process_count  # each process builds the same arrays
-  from research import objectives  # late: objectives import jax
   d = cfg.data
   train_docs, eval_docs = read_documents(d)
   tokenizer = load_or_train_tokenizer(train_docs, d)
@@ -245,4 +249,4 @@ def load_pretraining_data(cfg, process_index: int = 0,
   baseline = unigram_perplexity(
       packed["train"]["tokens"][packed["train"]["segment_ids"] > 0],
       packed["eval"]["tokens"][packed["eval"]["segment_ids"] > 0], tokenizer.vocab_size)
-  return PretrainingData(tokenizer, packed["train"], packed["eval"], baseline, stats)
+  return PretrainingData(tokenizer, TrainData(packed["train"], packed["eval"], baseline), stats)

@@ -37,6 +37,7 @@ Fine-tuning sources (read here, turned into task examples by data/tasks.py):
 
 import contextlib
 import csv
+import difflib
 import hashlib
 import json
 import os
@@ -52,9 +53,34 @@ import time
 import zipfile
 from typing import NamedTuple
 
-from research.errors import DataError
+from research.errors import ConfigError, DataError
 
 BUILTIN_CORPORA: tuple[str, ...] = ("shakespeare", "kjv", "python_code", "bbc_news")
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")  # a hub dataset: owner/name
+
+
+def source_kind(source: str, hub_config: str = "") -> str:
+  """How a pretraining `data.source` is read: "builtin", "files" or "hub".
+
+  A hub dataset is named owner/name; a bare name counts as one only with a
+  `data.hub_config` (`wikitext` with `wikitext-2-raw-v1`). Any other name is
+  refused at once instead of being looked up on the hub, where a misspelt
+  built-in would spend half a minute in retries before failing.
+
+  Raises:
+    ConfigError: a name that is none of the three, with the nearest built-in.
+  """
+  if source in BUILTIN_CORPORA:
+    return "builtin"
+  if source == "files":
+    return "files"
+  if HUB_NAME.fullmatch(source) or (source and hub_config):
+    return "hub"
+  near = difflib.get_close_matches(source, (*BUILTIN_CORPORA, "files"), n=1)
+  raise ConfigError(f"data.source={source!r} is neither a built-in corpus "
+                    f"({', '.join(BUILTIN_CORPORA)}) nor files"
+                    + (f" (did you mean {near[0]}?)" if near else "")
+                    + "; a Hugging Face hub dataset is named owner/name, e.g. Salesforce/wikitext")
 
 
 class PackageSpec(NamedTuple):

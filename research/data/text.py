@@ -10,6 +10,8 @@ import hashlib
 import os
 
 import datasets
+import huggingface_hub
+from huggingface_hub import errors as hub_errors
 
 from research.data import sources
 from research.errors import DataError
@@ -22,6 +24,7 @@ _BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv",
 def _quiet_datasets() -> None:
   datasets.disable_progress_bars()
   datasets.logging.set_verbosity_error()
+  huggingface_hub.utils.logging.set_verbosity_error()  # its retry warnings, two lines each
 
 
 def split_held_out(documents: list[str], eval_fraction: float) -> tuple[list[str], list[str]]:
@@ -135,6 +138,7 @@ def read_hub(name: str, hub_config: str, text_column: str,
       has no "train" split, or lacks the text column.
   """
   _quiet_datasets()
+  check_on_hub(name)
   try:
     splits = datasets.load_dataset(name, hub_config or None,
                                    cache_dir=str(sources.cache_root(cache_dir) / "hf_datasets"))
@@ -149,22 +153,47 @@ def read_hub(name: str, hub_config: str, text_column: str,
   return train, None
 
 
+def check_on_hub(name: str) -> None:
+  """Asks the hub once whether dataset `name` exists, so that offline, or for a name
+  the hub lacks, the run fails in one line at once and not after datasets' retries.
+
+  In offline mode (HF_HUB_OFFLINE=1) nothing is asked: datasets reads its cache.
+
+  Raises:
+    DataError: the hub cannot be reached, or has no such dataset.
+  """
+  if huggingface_hub.constants.HF_HUB_OFFLINE:
+    return
+  try:
+    huggingface_hub.HfApi().dataset_info(name, timeout=20)
+  except hub_errors.RepositoryNotFoundError:
+    raise DataError(f"data.source={name!r}: the Hugging Face hub has no such dataset "
+                    "(or it is private)") from None
+  except hub_errors.HfHubHTTPError as e:
+    raise DataError(f"data.source={name!r}: the Hugging Face hub answered {_one_line(e)}") \
+        from None
+  except Exception as e:  # the HTTP client's connection errors, whichever client it is
+    raise DataError(f"data.source={name!r}: cannot reach the Hugging Face hub ({_one_line(e)}); "
+                    "connect, or set HF_HUB_OFFLINE=1 to read a copy cached before") from None
+
+
 def read_documents(data_cfg) -> tuple[list[str], list[str]]:
   """(train_docs, eval_docs) for `data_cfg.source`.
 
   `source` is a built-in corpus name, "files" (data.train_files and, if set,
-  data.eval_files), or a HF hub dataset name. Without a given eval set, whole
-  documents are held out by `split_held_out`; `max_documents` (0 = all)
-  truncates the document list before that split.
+  data.eval_files), or a HF hub dataset name (sources.source_kind). Without a
+  given eval set, whole documents are held out by `split_held_out`;
+  `max_documents` (0 = all) truncates the document list before that split.
 
   Raises:
     DataError: with a one-line message naming the culprit.
   """
   d = data_cfg
   eval_docs = None
-  if d.source in sources.BUILTIN_CORPORA:
+  kind = sources.source_kind(d.source, d.hub_config)
+  if kind == "builtin":
     train_docs = [doc for doc in sources.corpus_documents(d.source, d.cache_dir) if doc.strip()]
-  elif d.source == "files":
+  elif kind == "files":
     train_docs = read_files(d.train_files, d.text_column, d.cache_dir)
     if d.eval_files:
       eval_docs = read_files(d.eval_files, d.text_column, d.cache_dir)

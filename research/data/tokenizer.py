@@ -19,6 +19,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import tempfile
 
 import numpy as np
@@ -168,6 +169,10 @@ class Tokenizer:
   def id_to_piece(self, token_id: int) -> str:
     """The vocabulary piece of one id (for debugging and tests)."""
     return self._sp.id_to_piece(token_id)
+
+  def save(self, folder: str | os.PathLike) -> None:
+    """Copies the model into `folder` as tokenizer.model (what load_tokenizer reads back)."""
+    shutil.copyfile(self.path, pathlib.Path(folder) / "tokenizer.model")
 
 
 def training_lines(train_docs: list[str], vocab_size: int) -> list[str]:

@@ -51,7 +51,7 @@ class ClassifierHead(nnx.Module):
   """Pooled features [B, D] -> tanh dense -> class logits (BERT's pooler + classifier)."""
 
   def __init__(self, width: int, num_outputs: int, *, rngs):
-    self.pool = layers.dense(width, width, ("embed", "embed_out"), dtype=jnp.float32, rngs=rngs)
+    self.pool = layers.dense(width, width, ("embed", "embed"), dtype=jnp.float32, rngs=rngs)
     self.out = layers.dense(width, num_outputs, ("embed", "classes"), dtype=jnp.float32,
                             rngs=rngs)
 

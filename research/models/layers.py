@@ -257,7 +257,7 @@ class VocabTransform(nnx.Module):
 
   def __init__(self, cfg, *, dtype, rngs):
     self.dtype, self.gelu_approximate = dtype, cfg.gelu_approximate
-    self.dense = dense(cfg.width, cfg.width, ("embed", "embed_out"), dtype=dtype,
+    self.dense = dense(cfg.width, cfg.width, ("embed", "embed"), dtype=dtype,
                               rngs=rngs)
     self.norm = norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
 

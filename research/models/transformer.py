@@ -13,23 +13,20 @@ embeddings (`model.type_vocab_size`). Packed rows are handled by `segment_ids`
 segment), so documents never see each other. Training passes run each block
 under `model.remat` (layers.remat); attention goes through `model.attention`.
 
-With `model.scan_layers`, each stack of blocks is one Block whose params are
-stacked on a leading "layers" axis ("backbone/blocks/attn/query/kernel" is
-[num_layers, width, width] instead of "backbone/blocks/<i>/attn/query/kernel"),
-run by one `lax.scan`: the step compiles one block body, whatever the depth.
-Layer i draws the same initialisation keys either way, so a seed gives the
-same weights (`stack_layers` / `unstack_layers` convert flat params).
+Each stack of blocks is one Block whose params are stacked on a leading
+"layers" logical axis (LAYER_AXIS): "backbone/blocks/attn/query/kernel" is
+[num_layers, width, width], layer i at [i]; decoding caches are stacked alike,
+on axis 1. `model.scan_layers` only chooses how the stack runs: one `lax.scan`
+over the layers (the step compiles one block body, whatever the depth) or a
+Python loop running each block on its slice of the params. The params, their
+names and a seed's weights are the same either way, so it may change on resume.
 
-Why ~500 lines: the three kinds share their blocks, embeddings and decoding
-helpers here; the two parameter layouts (per-layer and stacked) and their
-converters account for about a fifth, and go when issue 13 keeps one layout.
+Why ~450 lines: the three kinds share their blocks, embeddings and decoding
+helpers here, and each stack runs scanned or unrolled from the same params.
 """
-
-import re
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from research.errors import ConfigError
@@ -94,30 +91,17 @@ class Block(nnx.Module):
     return self._output(self.mlp_norm, x, h, r2, deterministic), cache
 
 
-# The logical name of the leading axis of stacked (model.scan_layers) params.
+# The logical name of the leading axis of a stack's params: layer i of "blocks/<rest>" is [i].
 LAYER_AXIS = "layers"
-# Attributes holding a stack of blocks; a flat param name has the layer index after them.
-_STACKS = "blocks|encoder_blocks|decoder_blocks"
-_PER_LAYER = re.compile(rf"^((?:.*/)?(?:{_STACKS}))/(\d+)/(.+)$")
-_STACKED = re.compile(rf"^((?:.*/)?(?:{_STACKS}))/(\D.*)$")
-
-
-def is_stacked(name: str) -> bool:
-  """Whether a flat param name is layer-stacked (model.scan_layers: leading axis = layer)."""
-  return _STACKED.match(name) is not None
 
 
 def _blocks(cfg, *, dtype, rngs, cross: bool = False):
-  """`cfg.num_layers` Blocks: an nnx.List, or (model.scan_layers) one stacked Block.
+  """One Block holding all `cfg.num_layers` layers' params, stacked on a leading LAYER_AXIS.
 
-  A stacked Block holds every layer's params on a leading LAYER_AXIS. It is
-  built by a scan that carries the params stream's count from layer to layer,
-  so layer i draws the keys it draws unscanned (the weights do not depend on
-  scan_layers) and initialisation, too, compiles one block whatever the depth.
+  Built by a scan that carries the params stream's count from layer to layer, so
+  layer i draws the keys it would draw were the blocks built one after the other,
+  and initialisation compiles one block whatever the depth.
   """
-  if not cfg.scan_layers:
-    return nnx.List([Block(cfg, dtype=dtype, rngs=rngs, cross=cross)
-                     for _ in range(cfg.num_layers)])
   stream, graphdefs = rngs.params, []
 
   def build(count, _):
@@ -138,13 +122,20 @@ def _blocks(cfg, *, dtype, rngs, cross: bool = False):
   return nnx.merge(graphdefs[0], stacked)
 
 
+def _layer(graphdef, params, i: int):
+  """Block i of a stack split as (graphdef, stacked params): its params are [i] of each."""
+  return nnx.merge(graphdef, jax.tree.map(lambda a: a[i], params))
+
+
 def _run(model, blocks, x, mask, positions, rngs, deterministic, **context):
   """x through every block, each rematerialised per `model.remat`.
 
-  `rngs[i]` is block i's key (None: deterministic), with or without scan_layers.
+  `rngs[i]` is block i's key (None: deterministic). model.scan_layers runs the
+  blocks as one lax.scan over the stacked params; otherwise a Python loop runs
+  each on its slice of them (the same params either way).
   """
+  graphdef, params = nnx.split(blocks)
   if model.scan_layers:
-    graphdef, params = nnx.split(blocks)
 
     def body(x, layer):
       params, rng = layer
@@ -158,9 +149,18 @@ def _run(model, blocks, x, mask, positions, rngs, deterministic, **context):
     return block(x, mask, positions, rng, deterministic, **context)[0]
 
   call = layers.remat(call, model.remat)
-  for block, rng in zip(blocks, rngs):
-    x = call(block, x, rng)
+  for i in range(model.num_layers):
+    x = call(_layer(graphdef, params, i), x, rngs[i])
   return x
+
+
+def _per_layer(model, blocks, fn):
+  """fn(block) of every layer, its arrays stacked on axis 1 ([B, L, ...]: batch-major)."""
+  graphdef, params = nnx.split(blocks)
+  if model.scan_layers:
+    return jax.vmap(lambda p: fn(nnx.merge(graphdef, p)), out_axes=1)(params)
+  outs = [fn(_layer(graphdef, params, i)) for i in range(model.num_layers)]
+  return jax.tree.map(lambda *xs: jnp.stack(xs, 1), *outs)
 
 
 def _layer_slice(tree, i):
@@ -171,79 +171,37 @@ def _layer_slice(tree, i):
 def _decode_blocks(model, blocks, x, mask, positions, cache, cross=None, cross_mask=None):
   """x through every block of one decoding step; returns (x, the new self-attention caches).
 
-  Without scan_layers the caches (and `cross`, the cross-attention keys and
-  values) are per-layer lists; with it they are stacked on axis 1, and one
-  scan over the layers updates layer i of the carried cache in place.
+  The caches (and `cross`, the cross-attention keys and values) hold every
+  layer stacked on axis 1; layer i's step updates [:, i] of them in place, in
+  one lax.scan over the layers (model.scan_layers) or a Python loop.
   """
-  index = cache["index"]
-  if not model.scan_layers:
-    new_layers = []
-    for i, (block, layer_cache) in enumerate(zip(blocks, cache["layers"])):
-      x, layer_cache = block(x, mask, positions, None, True, cache=layer_cache,
-                             cache_index=index, context=None if cross is None else cross[i],
-                             context_mask=cross_mask)
-      new_layers.append(layer_cache)
-    return x, new_layers
   graphdef, params = nnx.split(blocks)
+  index = cache["index"]
 
-  def body(carry, layer):
-    x, kv = carry
-    params, i = layer
-    x, layer_kv = nnx.merge(graphdef, params)(
-        x, mask, positions, None, True, cache=_layer_slice(kv, i), cache_index=index,
-        context=None if cross is None else _layer_slice(cross, i), context_mask=cross_mask)
+  def step(x, kv, block, i):
+    context = None if cross is None else _layer_slice(cross, i)
+    x, layer_kv = block(x, mask, positions, None, True, cache=_layer_slice(kv, i),
+                        cache_index=index, context=context, context_mask=cross_mask)
     kv = jax.tree.map(lambda a, u: jax.lax.dynamic_update_index_in_dim(a, u, i, 1), kv, layer_kv)
-    return (x, kv), None
+    return x, kv
 
-  (x, kv), _ = jax.lax.scan(body, (x, cache["layers"]),
-                            (params, jnp.arange(model.num_layers)))
+  if model.scan_layers:
+
+    def body(carry, layer):
+      params, i = layer
+      return step(*carry, nnx.merge(graphdef, params), i), None
+
+    return jax.lax.scan(body, (x, cache["layers"]), (params, jnp.arange(model.num_layers)))[0]
+  kv = cache["layers"]
+  for i in range(model.num_layers):
+    x, kv = step(x, kv, _layer(graphdef, params, i), i)
   return x, kv
 
 
 def _init_layer_caches(model, blocks, batch: int, max_len: int):
-  """Empty self-attention KV caches: a list per layer, or stacked on axis 1 (scan_layers)."""
-  if not model.scan_layers:
-    return [b.attn.init_cache(batch, max_len, model.dtype) for b in blocks]
+  """Empty self-attention KV caches of every layer, stacked on axis 1 ([B, L, max_len, ...])."""
   one = blocks.attn.init_cache(batch, max_len, model.dtype)
   return jax.tree.map(lambda c: jnp.zeros((batch, model.num_layers, *c.shape[1:]), c.dtype), one)
-
-
-def stack_layers(params: dict) -> dict:
-  """Flat Transformer params as `model.scan_layers=True` holds them.
-
-  "backbone/blocks/<i>/<rest>" for every layer i becomes one array
-  "backbone/blocks/<rest>" with layer i at [i] (likewise encoder_blocks and
-  decoder_blocks); other params pass through. numpy arrays stay numpy.
-  """
-  out, groups = {}, {}
-  for name, value in params.items():
-    match = _PER_LAYER.match(name)
-    if match is None:
-      out[name] = value
-    else:
-      groups.setdefault(f"{match[1]}/{match[3]}", {})[int(match[2])] = value
-  for name, per_layer in groups.items():
-    if sorted(per_layer) != list(range(len(per_layer))):
-      raise ValueError(f"{name}: layers {sorted(per_layer)} are not 0..{len(per_layer) - 1}")
-    values = [per_layer[i] for i in range(len(per_layer))]
-    out[name] = (np.stack if isinstance(values[0], np.ndarray) else jnp.stack)(values)
-  return out
-
-
-def unstack_layers(params: dict) -> dict:
-  """Flat Transformer params with one array per layer: the inverse of `stack_layers`.
-
-  Params already per layer pass through, so any Transformer's params can be given.
-  """
-  out = {}
-  for name, value in params.items():
-    match = _STACKED.match(name)
-    if match is None:
-      out[name] = value
-    else:
-      for i in range(value.shape[0]):
-        out[f"{match[1]}/{i}/{match[2]}"] = value[i]
-  return out
 
 
 # Post-norm stacks' embedding norms, by the names runs saved before they had their own
@@ -452,12 +410,8 @@ class EncoderDecoder(_Embedded):
     """
     valid = (jnp.ones(encoded.shape[:2], bool) if source_segment_ids is None
              else source_segment_ids > 0)
-    if self.scan_layers:  # every layer's keys and values at once, stacked on axis 1
-      graphdef, params = nnx.split(self.decoder_blocks)
-      cross = jax.vmap(lambda p: nnx.merge(graphdef, p).cross.project_context(encoded),
-                       out_axes=1)(params)
-    else:
-      cross = [b.cross.project_context(encoded) for b in self.decoder_blocks]
+    cross = _per_layer(self, self.decoder_blocks,
+                       lambda block: block.cross.project_context(encoded))
     return {"layers": _init_layer_caches(self, self.decoder_blocks, batch, max_len),
             "cross": cross, "source_mask": valid[:, None, None, :],
             "index": jnp.zeros((), jnp.int32)}

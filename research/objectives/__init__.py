@@ -2,7 +2,7 @@
 
 An `Objective` (objectives/base.py) names the batch fields it reads, the
 examples it trains on (packed documents or sentence pairs), the task heads it
-needs next to the backbone and the backbones it can train. Its loss returns
+needs next to the backbone and the model kinds it trains. Its loss returns
 sums and counts, never means: `combine` divides once, by the counts of the
 whole batch, so accumulation over microbatches is exact. `rng` is None at
 evaluation (deterministic), a key in training; masking and corruption happen
@@ -17,17 +17,7 @@ import jax.numpy as jnp
 from research import metrics
 from research.errors import ConfigError
 from research.objectives import classify, clm, mlm, nsp, qa, seq2seq, span
-from research.objectives.base import (Context, Objective, Pass, Vocab, cross_entropy,  # noqa: F401
-                                      encoder_inputs, vocab_cross_entropy)
-
-# What an objective can demand of the backbone.
-NEEDS = {
-    "decoder": "a causal (decoder) model",
-    "bidirectional": "a bidirectional (encoder) model",
-    "encoder_decoder": "an encoder-decoder model",
-    "any": "any model",
-}
-
+from research.objectives.base import KINDS, Context, Pass
 
 OBJECTIVES = {
     "classify": classify.OBJECTIVE,
@@ -45,23 +35,13 @@ def active(weights) -> dict[str, float]:
   return {name: float(w) for name, w in sorted(weights.items()) if w > 0}
 
 
-def backbone_kind(backbone) -> str:
-  """Which NEEDS key a backbone satisfies best: encoder_decoder, decoder or bidirectional."""
-  if hasattr(backbone, "decode") and hasattr(backbone, "encode"):
-    return "encoder_decoder"
-  return "decoder" if backbone.causal else "bidirectional"
-
-
-def check_backbone(weights, backbone, arch: str, kind: str) -> None:
-  """ConfigError if an active objective cannot train this backbone."""
-  have = backbone_kind(backbone)
+def check_model(weights, arch: str, kind: str) -> None:
+  """ConfigError if an active objective does not train `model.kind` (its `kinds`)."""
   for name in active(weights):
-    need = OBJECTIVES[name].needs
-    # An encoder-decoder's __call__ is its bidirectional encoder.
-    ok = need in ("any", have) or (need == "bidirectional" and have == "encoder_decoder")
-    if not ok:
-      raise ConfigError(f"objective {name} needs {NEEDS[need]}, but model.arch={arch} "
-                        f"model.kind={kind} is {NEEDS[have]}")
+    kinds = OBJECTIVES[name].kinds
+    if kind not in kinds:
+      raise ConfigError(f"objective {name} needs {KINDS[kinds[0]]}, but model.arch={arch} "
+                        f"model.kind={kind} is {KINDS[kind]}")
 
 
 def examples(weights) -> str:

@@ -56,12 +56,24 @@ class Context(NamedTuple):
   options: dict  # cfg.objective_options as a plain dict
 
 
+# What each model.kind is, as a user reads it in an error.
+KINDS = {
+    "decoder": "a causal (decoder) model",
+    "encoder": "a bidirectional (encoder) model",
+    "encoder_decoder": "an encoder-decoder model",
+}
+# The kinds that read text both ways: an encoder-decoder's __call__ is its encoder.
+BIDIRECTIONAL = ("encoder", "encoder_decoder")
+
+
 class Objective(NamedTuple):
   """A training objective (see the module docstring for the loss contract)."""
   fields: tuple[str, ...]  # batch fields the loss reads
   examples: str  # "packed" documents, "pairs" of segments, "task" examples, or "any"
   heads: dict[str, tuple]  # heads beside the backbone: name -> (kind, outputs or "labels")
-  needs: str  # a key of objectives.NEEDS
+  # The model.kind values it trains (keys of KINDS), checked against the config before
+  # anything is built; an error names the first as what the objective needs.
+  kinds: tuple[str, ...]
   loss: Callable  # (Pass, Context) -> ((loss_sum, count), {name: (sum, count)})
   # (Pass, Context) -> batch: a corruption of the input that every objective of the step
   # then reads (MLM's masking: BERT's NSP head reads the masked pair too); None: none.

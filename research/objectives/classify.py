@@ -47,4 +47,4 @@ def classify_loss(p: base.Pass, ctx: base.Context):
 
 OBJECTIVE = base.Objective(
     fields=("tokens", "segment_ids", "positions", "label"), examples="task",
-    heads={"classify": ("pooled", "labels")}, needs="any", loss=classify_loss)
+    heads={"classify": ("pooled", "labels")}, kinds=tuple(base.KINDS), loss=classify_loss)

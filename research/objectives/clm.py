@@ -12,5 +12,5 @@ def clm_loss(p: base.Pass, ctx: base.Context):
                                   weights, ctx.options["chunked_loss"])
 
 
-OBJECTIVE = base.Objective(fields=("tokens", "segment_ids", "positions"),
-                           examples="packed", heads={}, needs="decoder", loss=clm_loss, vocab_logits=True)
+OBJECTIVE = base.Objective(fields=("tokens", "segment_ids", "positions"), examples="packed",
+                           heads={}, kinds=("decoder",), loss=clm_loss, vocab_logits=True)

@@ -74,5 +74,5 @@ def mlm_loss(p: base.Pass, ctx: base.Context):
 
 
 OBJECTIVE = base.Objective(fields=("tokens", "segment_ids", "positions"), examples="any",
-                           heads={}, needs="bidirectional", loss=mlm_loss, corrupt=mlm_corrupt,
+                           heads={}, kinds=base.BIDIRECTIONAL, loss=mlm_loss, corrupt=mlm_corrupt,
                            vocab_logits=True)

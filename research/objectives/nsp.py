@@ -18,4 +18,4 @@ def nsp_loss(p: base.Pass, ctx: base.Context):
 
 OBJECTIVE = base.Objective(
     fields=("tokens", "segment_ids", "positions", "token_type_ids", "nsp_label"),
-    examples="pairs", heads={"nsp": ("pooled", 2)}, needs="bidirectional", loss=nsp_loss)
+    examples="pairs", heads={"nsp": ("pooled", 2)}, kinds=base.BIDIRECTIONAL, loss=nsp_loss)

@@ -47,4 +47,4 @@ def qa_loss(p: base.Pass, ctx: base.Context):
 OBJECTIVE = base.Objective(
     fields=("tokens", "segment_ids", "positions", "token_type_ids", "start_position",
             "end_position"),
-    examples="task", heads={"qa": ("token", 2)}, needs="any", loss=qa_loss)
+    examples="task", heads={"qa": ("token", 2)}, kinds=tuple(base.KINDS), loss=qa_loss)

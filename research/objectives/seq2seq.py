@@ -23,5 +23,5 @@ def seq2seq_loss(p: base.Pass, ctx: base.Context):
 OBJECTIVE = base.Objective(
     fields=("tokens", "segment_ids", "positions", "decoder_tokens", "decoder_targets",
             "decoder_segment_ids"),
-    examples="task", heads={}, needs="encoder_decoder", loss=seq2seq_loss,
+    examples="task", heads={}, kinds=("encoder_decoder",), loss=seq2seq_loss,
     decoder_field="decoder_tokens", vocab_logits=True)

@@ -136,5 +136,5 @@ def span_loss(p: base.Pass, ctx: base.Context):
 
 # The decoder's targets fill a row as long as the source (`tokens`).
 OBJECTIVE = base.Objective(fields=("tokens", "segment_ids", "positions"), examples="packed",
-                           heads={}, needs="encoder_decoder", loss=span_loss,
+                           heads={}, kinds=("encoder_decoder",), loss=span_loss,
                            decoder_field="tokens", vocab_logits=True)

@@ -3,6 +3,8 @@
 import numpy as np
 
 from research import metrics
+from research.objectives.classify import PREDICT
+from research.tasks.base import Encoded
 
 
 def encode_texts(tokenizer, texts: list[str], seq_len: int) -> dict:
@@ -18,28 +20,20 @@ def encode_texts(tokenizer, texts: list[str], seq_len: int) -> dict:
   return {"tokens": tokens, "segment_ids": segments, "positions": positions}
 
 
-def encode(examples: list[dict], tokenizer, cfg, backbone_kind: str):
-  """Encoded rows with their `label`."""
-  from research.tasks import Encoded
-  del backbone_kind  # the objective pools by the backbone's causality
+def encode(examples: list[dict], tokenizer, cfg) -> Encoded:
+  """Encoded rows with their `label` (the objective pools by the backbone's causality)."""
   arrays = encode_texts(tokenizer, [e["text"] for e in examples], cfg.data.seq_len)
   arrays["label"] = np.asarray([e["label"] for e in examples], np.int32)
   return Encoded(arrays, examples, {})
 
 
-def predict(trainer, params, arrays: dict, pooling: str = "auto") -> np.ndarray:
-  """Predicted label of every row (objective_options.pooling as in training)."""
-  from research.objectives.classify import PREDICT
-  logits = trainer.predict(params, arrays, PREDICT[pooling])
-  return np.argmax(logits, -1)
-
-
-def evaluate(trainer, params, encoded, tokenizer, cfg) -> dict:
-  """Accuracy and macro-F1 (in [0, 1]) over the split."""
+def evaluate(predict, encoded, tokenizer, cfg) -> dict:
+  """Accuracy and macro-F1 (in [0, 1]) over the split, over the head's classes."""
   del tokenizer
   labels = encoded.arrays["label"]
-  predictions = predict(trainer, params, encoded.arrays, cfg.objective_options.pooling)
-  num_classes = trainer.num_labels
+  # objective_options.pooling as in training; logits [N, num_labels].
+  logits = predict(PREDICT[cfg.objective_options.pooling], encoded.arrays)
+  predictions = np.argmax(logits, -1)
   return {"accuracy": metrics.accuracy(predictions, labels),
-          "macro_f1": metrics.macro_f1(predictions, labels, num_classes),
+          "macro_f1": metrics.macro_f1(predictions, labels, logits.shape[-1]),
           "examples": float(len(labels))}

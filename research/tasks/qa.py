@@ -16,6 +16,8 @@ import numpy as np
 
 from research import metrics
 from research.errors import DataError
+from research.objectives.qa import span_logits
+from research.tasks.base import Encoded
 
 
 def _windows(num_tokens: int, size: int, stride: int) -> list[int]:
@@ -32,10 +34,8 @@ def _answer_tokens(offsets, start_char: int, end_char: int):
   return (inside[0], inside[-1]) if inside else (None, None)
 
 
-def encode(examples: list[dict], tokenizer, cfg, backbone_kind: str):
-  """One row per (example, window); extra["rows"] maps rows back to examples."""
-  from research.tasks import Encoded
-  del backbone_kind
+def encode(examples: list[dict], tokenizer, cfg) -> Encoded:
+  """One row per (example, window); extra["row_example"] maps rows back to examples."""
   if not hasattr(tokenizer, "encode_with_offsets"):
     raise DataError(f"{type(tokenizer).__name__} cannot report character offsets for QA")
   seq_len, stride = cfg.data.seq_len, cfg.data.doc_stride
@@ -87,10 +87,9 @@ def best_span(start_logits, end_logits, offsets, max_tokens: int):
   return float(scores[i, j]), offsets[i][0], offsets[j][1]
 
 
-def predict(trainer, params, encoded, max_answer_tokens: int) -> dict[str, str]:
+def predict_answers(predict, encoded, max_answer_tokens: int) -> dict[str, str]:
   """Predicted answer text per example id."""
-  from research.objectives.qa import span_logits
-  start, end = trainer.predict(params, encoded.arrays, span_logits)
+  start, end = predict(span_logits, encoded.arrays)
   best = collections.defaultdict(lambda: (-np.inf, 0, 0))
   for row, example in enumerate(encoded.extra["row_example"]):
     found = best_span(start[row], end[row], encoded.extra["row_offsets"][row], max_answer_tokens)
@@ -103,10 +102,10 @@ def predict(trainer, params, encoded, max_answer_tokens: int) -> dict[str, str]:
   return out
 
 
-def evaluate(trainer, params, encoded, tokenizer, cfg) -> dict:
+def evaluate(predict, encoded, tokenizer, cfg) -> dict:
   """SQuAD v1.1 exact match and F1 (percent) over the split."""
   del tokenizer
-  predictions = predict(trainer, params, encoded, cfg.data.max_answer_tokens)
+  predictions = predict_answers(predict, encoded, cfg.data.max_answer_tokens)
   references = {e["id"]: list(e["answers"]["text"]) for e in encoded.examples}
   scores = metrics.squad_scores(predictions, references)
   return {"exact_match": float(scores["exact_match"]), "f1": float(scores["f1"]),

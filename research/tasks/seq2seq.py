@@ -6,15 +6,16 @@ the split (greedy, or beam search with generate.beam_size) and scores the
 detokenised text against the references with sacrebleu or rouge-score.
 """
 
+import functools
+
 import numpy as np
 
 from research import generate, metrics
+from research.tasks.base import Encoded
 
 
-def encode(examples: list[dict], tokenizer, cfg, backbone_kind: str):
+def encode(examples: list[dict], tokenizer, cfg) -> Encoded:
   """Source rows and <s>-shifted decoder inputs / </s>-terminated targets."""
-  from research.tasks import Encoded
-  del backbone_kind
   n, s_len, t_len = len(examples), cfg.data.seq_len, cfg.data.target_len
   arrays = {name: np.zeros((n, length), np.int32) for name, length in (
       ("tokens", s_len), ("segment_ids", s_len), ("positions", s_len),
@@ -33,33 +34,38 @@ def encode(examples: list[dict], tokenizer, cfg, backbone_kind: str):
   return Encoded(arrays, examples, {})
 
 
-def predict(trainer, params, encoded, tokenizer, cfg) -> list[str]:
+def _translate(network, batch, **options):
+  return generate.translate_rows(network.backbone, batch["tokens"], batch["segment_ids"],
+                                 **options)
+
+
+@functools.lru_cache(maxsize=None)
+def _decoder(**options):
+  """fn(network, batch) -> output tokens [B, T]: one object per setting, so it compiles once."""
+  return functools.partial(_translate, **options)
+
+
+def predict_texts(predict, encoded, tokenizer, cfg) -> list[str]:
   """Decoded outputs of the first generate.eval_examples examples (0: all)."""
-  limit = cfg.generate.eval_examples or len(encoded.examples)
-  merge = trainer.backbone_merge
-  outputs = []
-  batch = cfg.train.batch_size
-  for start in range(0, min(limit, len(encoded.examples)), batch):
-    stop = min(start + batch, limit)
-    ids = generate.translate(
-        merge, params, encoded.arrays["tokens"][start:stop],
-        encoded.arrays["segment_ids"][start:stop], max_new_tokens=cfg.data.target_len,
-        bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id, beam_size=cfg.generate.beam_size,
-        length_penalty=cfg.generate.length_penalty)
-    outputs.extend(tokenizer.decode(row).strip() for row in ids)
-  return outputs
+  limit = min(cfg.generate.eval_examples or len(encoded.examples), len(encoded.examples))
+  sources = {name: encoded.arrays[name][:limit] for name in ("tokens", "segment_ids")}
+  decode = _decoder(max_new_tokens=cfg.data.target_len, bos_id=tokenizer.bos_id,
+                    eos_id=tokenizer.eos_id, beam_size=cfg.generate.beam_size,
+                    length_penalty=cfg.generate.length_penalty)
+  ids = generate.cut_at_eos(predict(decode, sources), tokenizer.eos_id)
+  return [tokenizer.decode(row).strip() for row in ids]
 
 
-def evaluate_translation(trainer, params, encoded, tokenizer, cfg) -> dict:
+def evaluate_translation(predict, encoded, tokenizer, cfg) -> dict:
   """Corpus BLEU and chrF (sacrebleu) of the decoded outputs."""
-  outputs = predict(trainer, params, encoded, tokenizer, cfg)
+  outputs = predict_texts(predict, encoded, tokenizer, cfg)
   references = [e["target"] for e in encoded.examples[:len(outputs)]]
   return {"bleu": metrics.bleu(outputs, references), "chrf": metrics.chrf(outputs, references),
           "examples": float(len(outputs))}
 
 
-def evaluate_summarization(trainer, params, encoded, tokenizer, cfg) -> dict:
+def evaluate_summarization(predict, encoded, tokenizer, cfg) -> dict:
   """ROUGE-1/2/L F-measures (rouge-score, stemmed) of the decoded outputs."""
-  outputs = predict(trainer, params, encoded, tokenizer, cfg)
+  outputs = predict_texts(predict, encoded, tokenizer, cfg)
   references = [e["target"] for e in encoded.examples[:len(outputs)]]
   return dict(metrics.rouge(outputs, references), examples=float(len(outputs)))

@@ -1,0 +1,80 @@
+"""A run's folder: the config it was resolved to, and the params of its checkpoints.
+
+`resolve` checks a config and fills its derived fields before anything
+compiles; `prepare_workdir` creates a workdir, or checks that the run it holds
+can continue as the config says; `load_config` and `restore_params` read a
+run back (generation, fine-tuning from it, export).
+"""
+
+import json
+import os
+
+import jax
+
+from research import config as config_lib
+from research import objectives, sharding
+from research.checkpoint import Checkpoints
+from research.errors import CheckpointError
+from research.network import NetworkDef, state_layout
+
+
+def resolve(cfg, num_devices: int):
+  """Validates `cfg` and fills the fields derived from others (a new, locked copy).
+
+  Raises ConfigError for a bad value, or for objectives that cannot train
+  `model.kind` or need different example layouts.
+  """
+  config_lib.validate(cfg, num_devices)
+  cfg = cfg.copy_and_resolve_references()
+  with cfg.unlocked():
+    if cfg.model.vocab_size == 0:
+      cfg.model.vocab_size = cfg.data.vocab_size
+  objectives.check_model(cfg.objectives, cfg.model.arch, cfg.model.kind)
+  objectives.examples(cfg.objectives)
+  cfg.lock()
+  return cfg
+
+
+def prepare_workdir(cfg, workdir: str) -> None:
+  """Creates the workdir, or checks that the run it holds can continue as `cfg`."""
+  path = os.path.join(workdir, "config.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      config_lib.check_compatible(json.load(f), cfg)
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, "w") as f:
+      f.write(config_lib.to_json(cfg))
+
+
+def load_config(workdir: str):
+  """The resolved config a workdir was trained with."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise CheckpointError(f"{workdir} holds no run (no config.json)")
+  with open(path) as f:
+    saved = json.load(f)
+  # A run saved before a field existed gets its default, which keeps the old behaviour.
+  return config_lib.with_preset({"saved": saved}, "saved")
+
+
+def restore_params(workdir: str, step: int | None = None,
+                   devices=None) -> tuple[object, NetworkDef, dict, int]:
+  """(cfg, netdef, params, step) from a workdir's latest (or given) checkpoint.
+
+  Restores onto `devices` (default: the first device alone) whatever mesh
+  the run was trained on. The network has the objectives' heads, with no outputs for
+  a task's labels (objectives.heads without num_labels).
+  """
+  cfg = load_config(workdir)
+  with cfg.unlocked():
+    cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = -1, 1, 1
+  devices = jax.devices()[:1] if devices is None else devices
+  layout = state_layout(cfg, objectives.heads(cfg.objectives), sharding.make_mesh(cfg, devices))
+  ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), async_save=False)
+  step = ckpts.latest_step() if step is None else step
+  if step is None:
+    raise CheckpointError(f"{workdir} has no checkpoint yet")
+  state, _, _ = ckpts.restore(step, layout.abstract)
+  ckpts.close()
+  return cfg, layout.netdef, state["params"], step
