@@ -18,8 +18,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m experiments.demo
 
+# Two pytest workers (a CI machine has 2 cores); a file's tests stay in one worker,
+# so its module fixtures are built once.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 clean:
 	rm -rf runs .pytest_cache
