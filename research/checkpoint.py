@@ -9,13 +9,13 @@ so a crash never leaves a half checkpoint that looks finished.
 The data state is process-independent (every process holds the same global
 position), so a checkpoint written by N processes restores in M processes.
 
-Older checkpoints restore under today's param names: post-norm embedding norms
-saved as the stack's final norm (models.transformer.legacy_names), and
-Transformer blocks saved one layer per param. Before issue 13 (one Transformer
-layout) a run without model.scan_layers saved "backbone/blocks/<i>/<rest>" for
+Checkpoints of the per-layer Transformer layout restore stacked. Before issue
+13 (one Transformer layout) a run without model.scan_layers saved "backbone/blocks/<i>/<rest>" for
 every layer i where today's hold one array "backbone/blocks/<rest>" with layer i
 at [i] (encoder_blocks and decoder_blocks alike, optimizer moments keyed alike):
-`restore` reads such a checkpoint layer by layer and stacks the layers.
+`restore` reads such a checkpoint layer by layer and stacks the layers. A
+checkpoint lacking a param the network has (saved by an older Trellis, or by
+another model) is refused in one line naming it.
 """
 
 import os
@@ -27,7 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
 
-from research.errors import CheckpointError, first_line
+from research.errors import CheckpointError, few, first_line
 
 # A param saved per layer: "<stack>/<i>/<rest>", today "<stack>/<rest>" with layer i at [i].
 _PER_LAYER = re.compile(r"^(.+)/(\d+)/(.+)$")
@@ -60,21 +60,23 @@ class Checkpoints:
 
     `abstract_state` is a tree of `jax.ShapeDtypeStruct` with `sharding` set,
     so a checkpoint written on one mesh restores onto any other. Params saved
-    under an older name (models.transformer.legacy_names) restore under today's,
-    and params saved per layer are stacked (see the module docstring).
+    per layer are stacked (see the module docstring).
     """
     try:
       saved = self._saved_params(step, abstract_state)
-      renamed = self._legacy_names(saved, abstract_state)
       layers = per_layer_names(saved, abstract_state["params"]) if saved else {}
-      target = split_layers(rename_keys(abstract_state, renamed), layers)
+      missing = sorted(set(abstract_state["params"]) - saved - set(layers)) if saved else []
+      if missing:
+        raise CheckpointError(
+            f"{self.directory}/{step} lacks the network's param {few(missing, 3)}: it was "
+            "saved by an older Trellis or by another model; train it again in a fresh workdir")
+      target = split_layers(abstract_state, layers)
       restored = self.manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(target),
           data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
     except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
       raise CheckpointError(f"cannot restore {self.directory}/{step}: {first_line(e)}") from e
-    state = rename_keys(restored.state, {old: new for new, old in renamed.items()})
-    return stack_layers(state, abstract_state, layers), restored.data, restored.meta
+    return stack_layers(restored.state, abstract_state, layers), restored.data, restored.meta
 
   def _saved_params(self, step: int, abstract_state) -> set[str]:
     """The param names the checkpoint at `step` holds (read from its metadata, no arrays)."""
@@ -82,28 +84,9 @@ class Checkpoints:
       return set()
     return set(self.manager.item_metadata(step)["state"]["params"].keys())
 
-  def _legacy_names(self, saved: set, abstract_state) -> dict[str, str]:
-    """{param name: the older name the checkpoint holding `saved` params has it under}."""
-    from research.models import transformer  # late: the models import jax
-    renames = transformer.legacy_names(abstract_state["params"] if saved else {})
-    return {new: old for new, old in renames.items() if new not in saved and old in saved}
-
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
-
-
-def rename_keys(tree, rename: dict):
-  """`tree` with every dict key k (params, and the optimizer moments keyed alike) renamed."""
-  if not rename:
-    return tree
-  if isinstance(tree, dict):
-    return {rename.get(k, k): rename_keys(v, rename) for k, v in tree.items()}
-  if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # optax states are NamedTuples
-    return type(tree)(*(rename_keys(v, rename) for v in tree))
-  if isinstance(tree, (tuple, list)):
-    return type(tree)(rename_keys(v, rename) for v in tree)
-  return tree
 
 
 def per_layer_names(saved: set, params: dict) -> dict[str, list[str]]:
@@ -186,8 +169,7 @@ def check_params(params: dict, abstract: dict, source: str) -> None:
   """
   unknown = sorted(set(params) - set(abstract))
   if unknown:
-    more = f" (+{len(unknown) - 3} more)" if len(unknown) > 3 else ""
-    raise CheckpointError(f"{source}: the network has no param {', '.join(unknown[:3])}{more}; "
+    raise CheckpointError(f"{source}: the network has no param {few(unknown, 3)}; "
                           "the source and the config describe different models")
   for name, value in params.items():
     if tuple(np.shape(value)) != tuple(abstract[name].shape):

@@ -40,3 +40,10 @@ def first_line(e: BaseException) -> str:
   """An exception's message cut to its first line (its type's name if it has none)."""
   text = str(e).strip()
   return text.splitlines()[0] if text else type(e).__name__
+
+
+def few(names, shown: int = 5) -> str:
+  """The first `shown` of `names`, sorted, and how many more: a list an error line can hold."""
+  names = sorted(names)
+  more = f" (+{len(names) - shown} more)" if len(names) > shown else ""
+  return ", ".join(names[:shown]) + more

@@ -49,7 +49,7 @@ from safetensors.numpy import load_file, save_file
 
 from research import config as config_lib
 from research.data import sources
-from research.errors import CheckpointError, first_line
+from research.errors import CheckpointError, few, first_line
 from research.network import define_network
 
 # Tensors of other BERT classes' heads (MLM, NSP, classifiers, QA), and
@@ -188,12 +188,6 @@ def _name_map(num_layers: int, pooled_heads, *, nsp: bool = False, mlm: bool = F
   return pairs
 
 
-def _few(names) -> str:
-  names = sorted(names)
-  more = f" (+{len(names) - 5} more)" if len(names) > 5 else ""
-  return ", ".join(names[:5]) + more
-
-
 def read_config(folder) -> dict:
   """The parsed config.json of a Hugging Face model folder."""
   folder = pathlib.Path(folder)
@@ -307,10 +301,10 @@ def import_bert(folder, heads: dict | None = None) -> tuple[dict, dict[str, np.n
   abstract = _abstract_params(overrides, heads)
   missing = [hf for hf in pairs if tensors.get(hf) is None]
   if missing:
-    raise CheckpointError(f"{folder}: missing BERT tensors: {_few(missing)}")
+    raise CheckpointError(f"{folder}: missing BERT tensors: {few(missing)}")
   unknown = [k for k in tensors if k not in pairs and not k.startswith(_OTHER_HEADS + ("pooler.",))]
   if unknown:
-    raise CheckpointError(f"{folder}: unexpected tensors for BertModel: {_few(unknown)}")
+    raise CheckpointError(f"{folder}: unexpected tensors for BertModel: {few(unknown)}")
   params, layers = {}, {}
   for hf, (name, transpose, layer) in pairs.items():
     value = np.asarray(tensors[hf], np.float32)
@@ -332,7 +326,7 @@ def import_bert(folder, heads: dict | None = None) -> tuple[dict, dict[str, np.n
                                          if mlm and mlm["model.tie_embeddings"] else set())
   unused = [k for k in tensors if k not in pairs and k not in known]
   if unused:
-    print(f"trellis: {folder}: not used by this network: {_few(unused)}", file=sys.stderr)
+    print(f"trellis: {folder}: not used by this network: {few(unused)}", file=sys.stderr)
   if pooled and not has_pooler:
     fresh = ", ".join(f"heads/{h}/pool" for h in pooled)
     print(f"trellis: {folder} has no pooler (pooler.dense): {fresh} "

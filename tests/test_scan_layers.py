@@ -263,8 +263,8 @@ def test_a_run_may_switch_scan_layers_on_resume(tmp_path):
 _STACK = re.compile(r"^(backbone/(?:encoder_|decoder_)?blocks)/(.+)$")
 
 
-def _as_saved_before_issue_13(tree, renames: dict):
-  """A state as older Trellis saved it: per-layer block params, older norm names."""
+def _as_saved_before_issue_13(tree):
+  """A state as older Trellis saved it: per-layer block params."""
   if isinstance(tree, dict):
     out = {}
     for name, value in tree.items():
@@ -273,17 +273,17 @@ def _as_saved_before_issue_13(tree, renames: dict):
         out.update({f"{match[1]}/{i}/{match[2]}": np.asarray(value[i])
                     for i in range(value.shape[0])})
       else:
-        out[renames.get(name, name)] = _as_saved_before_issue_13(value, renames)
+        out[name] = _as_saved_before_issue_13(value)
     return out
   if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-    return type(tree)(*(_as_saved_before_issue_13(v, renames) for v in tree))
+    return type(tree)(*(_as_saved_before_issue_13(v) for v in tree))
   if isinstance(tree, (tuple, list)):
-    return type(tree)(_as_saved_before_issue_13(v, renames) for v in tree)
+    return type(tree)(_as_saved_before_issue_13(v) for v in tree)
   return np.asarray(tree)
 
 
 def test_a_checkpoint_saved_per_layer_restores_stacked(tmp_path):
-  """Post-norm encoder-decoder: every stack per layer, and the embedding norms' old names."""
+  """Post-norm encoder-decoder: every stack per layer."""
   cfg = resolve(tiny_config(**{"model.kind": "encoder_decoder", "model.prenorm": False,
                                "model.norm": "layernorm", "objectives": {"span": 1.0},
                                "mesh.fsdp": 2, "mesh.tensor": 2}), 8)
@@ -294,9 +294,7 @@ def test_a_checkpoint_saved_per_layer_restores_stacked(tmp_path):
   state["opt_state"] = (state["opt_state"][0], (moments._replace(
       mu=ones(moments.mu), nu=ones(ones(moments.nu))), *state["opt_state"][1][1:]),
       *state["opt_state"][2:])
-  renames = transformer.legacy_names(state["params"])
-  assert renames["backbone/encoder_embed_norm/scale"] == "backbone/encoder_norm/scale"
-  saved = _as_saved_before_issue_13(state, renames)
+  saved = _as_saved_before_issue_13(state)
   assert "backbone/decoder_blocks/1/cross/query/kernel" in saved["params"]
   assert "backbone/decoder_blocks/1/cross/query/kernel" in saved["opt_state"][1][0].mu
   ckpts = Checkpoints(str(tmp_path), async_save=False)

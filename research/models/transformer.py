@@ -204,26 +204,6 @@ def _init_layer_caches(model, blocks, batch: int, max_len: int):
   return jax.tree.map(lambda c: jnp.zeros((batch, model.num_layers, *c.shape[1:]), c.dtype), one)
 
 
-# Post-norm stacks' embedding norms, by the names runs saved before they had their own
-# (they were the stack's final_norm / encoder_norm / decoder_norm).
-_LEGACY_STACK_NORMS = {"embed_norm": "final_norm", "encoder_embed_norm": "encoder_norm",
-                       "decoder_embed_norm": "decoder_norm"}
-
-
-def legacy_names(names) -> dict[str, str]:
-  """{param name: its name in older checkpoints} for the params of `names` renamed since.
-
-  Only post-norm Transformers have such params (`backbone/embed_norm/scale` was
-  `backbone/final_norm/scale`); a pre-norm model never holds both names.
-  """
-  out = {}
-  for name in names:
-    parts = name.split("/")
-    if len(parts) > 2 and parts[0] == "backbone" and parts[1] in _LEGACY_STACK_NORMS:
-      out[name] = "/".join(["backbone", _LEGACY_STACK_NORMS[parts[1]], *parts[2:]])
-  return out
-
-
 class _Embedded(nnx.Module):
   """What every Transformer shares: token/position embeddings and the vocabulary head."""
 
