@@ -131,6 +131,18 @@ def test_split_held_out_is_deterministic_and_disjoint():
   assert set(text.split_held_out(documents[::-1], 0.05)[1]) == set(held_out)
 
 
+def test_split_held_out_keeps_duplicate_documents_on_one_side():
+  """A duplicated document ranked at the cut went to both sides before the one hash split."""
+  documents = [f"document {i}" for i in range(40)]
+  ranked = text.split_held_out(documents, 0.1)[1]  # the 4 smallest digests
+  copies = documents + [ranked[-1]]  # its duplicate ranks 4th and 5th: straddles the cut
+  train, held_out = text.split_held_out(copies, 0.1)
+  assert not set(train) & set(held_out)
+  assert held_out.count(ranked[-1]) == 2
+  with pytest.raises(DataError, match="all the same text"):
+    text.split_held_out(["same"] * 5, 0.2)
+
+
 def test_read_documents_builtin_with_max_documents():
   train, held_out = text.read_documents(data_config(source="kjv", max_documents=100))
   assert len(train) + len(held_out) == 100 and len(held_out) == 5

@@ -11,6 +11,7 @@ same in every run and the usual iterator state is all a checkpoint needs.
 
 import numpy as np
 
+from research.data.rows import cls_sep_rows
 from research.errors import DataError
 
 
@@ -77,7 +78,9 @@ def build_pairs(doc_sentences: list[list[np.ndarray]], seq_len: int, vocab, seed
         label = 1
       a, b = _truncate_pair(a, b, budget)
       rows.append((a, b, label))
-  return _layout(rows, seq_len, vocab)
+  out = cls_sep_rows(((a, b) for a, b, _ in rows), seq_len, vocab)
+  out["nsp_label"] = np.asarray([label for _, _, label in rows], np.int32)
+  return out
 
 
 def _truncate_pair(a: np.ndarray, b: np.ndarray, budget: int):
@@ -92,18 +95,3 @@ def _truncate_pair(a: np.ndarray, b: np.ndarray, budget: int):
     else:
       b = b[:-1]
   return a, b
-
-
-def _layout(rows, seq_len: int, vocab) -> dict[str, np.ndarray]:
-  n = len(rows)
-  out = {name: np.zeros((n, seq_len), np.int32)
-         for name in ("tokens", "segment_ids", "positions", "token_type_ids")}
-  out["nsp_label"] = np.zeros((n,), np.int32)
-  for r, (a, b, label) in enumerate(rows):
-    ids = np.concatenate([[vocab.cls_id], a, [vocab.sep_id], b, [vocab.sep_id]])
-    out["tokens"][r, :len(ids)] = ids
-    out["segment_ids"][r, :len(ids)] = 1
-    out["positions"][r, :len(ids)] = np.arange(len(ids))
-    out["token_type_ids"][r, len(a) + 2:len(ids)] = 1
-    out["nsp_label"][r] = label
-  return out

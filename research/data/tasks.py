@@ -63,7 +63,6 @@ as validation. QA files may be flat rows in the HF `squad` schema, or the
 official nested SQuAD v1.1 JSON ({"data": [{"paragraphs": [...]}]}).
 """
 
-import hashlib
 import json
 from typing import Callable, NamedTuple
 
@@ -107,34 +106,9 @@ def load_task_data(kind: str, data_cfg) -> TaskData:
   return _BUILTIN_LOADERS[source](data_cfg.cache_dir)
 
 
-def hash_split(examples: list[dict], key: Callable[[dict], str],
-               sizes: tuple[int, ...]) -> list[list[dict]]:
-  """Cuts `examples` into len(sizes) + 1 parts of about `sizes` and the rest.
-
-  Examples are ranked by the sha256 of `key(example)`, so the parts depend
-  neither on the example order nor on any seed; examples with equal keys
-  stay in one part (a cut moves past them). Each part keeps the input order.
-  """
-  digests = [hashlib.sha256(key(e).encode("utf-8")).digest() for e in examples]
-  ranked = sorted(range(len(examples)), key=lambda i: (digests[i], i))
-  part_of = [len(sizes)] * len(examples)
-  position = 0
-  for part, size in enumerate(sizes):
-    end = min(position + size, len(ranked))
-    while 0 < end < len(ranked) and digests[ranked[end]] == digests[ranked[end - 1]]:
-      end += 1
-    for i in ranked[position:end]:
-      part_of[i] = part
-    position = end
-  parts: list[list[dict]] = [[] for _ in range(len(sizes) + 1)]
-  for i, example in enumerate(examples):
-    parts[part_of[i]].append(example)
-  return parts
-
-
 def _fixed_splits(examples: list[dict], key: Callable[[dict], str]) -> dict[str, list[dict]]:
   held_out = round(HELD_OUT_FRACTION * len(examples))
-  test, validation, train = hash_split(examples, key, (held_out, held_out))
+  test, validation, train = text.hash_split(examples, key, (held_out, held_out))
   return {"train": train, "validation": validation, "test": test}
 
 
@@ -197,7 +171,7 @@ def _load_files(kind: str, d) -> TaskData:
       raise DataError(f"{where['train']} has {len(raw['train'])} row(s): cannot hold out "
                       "a validation split; add rows or set data.eval_files")
     held_out = max(1, round(HELD_OUT_FRACTION * len(raw["train"])))
-    raw["validation"], raw["train"] = hash_split(
+    raw["validation"], raw["train"] = text.hash_split(
         raw["train"], lambda row: json.dumps(row, sort_keys=True, default=str), (held_out,))
     where["validation"] = f"validation split (held out of {given['train']})"
   if "test" not in raw:

@@ -8,6 +8,7 @@ and hub datasets are read with HF `datasets`; its cache lives under
 import glob
 import hashlib
 import os
+from typing import Callable
 
 import datasets
 import huggingface_hub
@@ -31,23 +32,47 @@ def split_held_out(documents: list[str], eval_fraction: float) -> tuple[list[str
   """Splits whole documents into (train, eval), deterministically.
 
   The eval set is the round(eval_fraction * n) documents (at least one) whose
-  text has the smallest sha256, so the split does not depend on Python's hash
-  seed or on document order, and duplicate documents land on the same side.
-  Both lists keep the original order.
+  text has the smallest sha256 (`hash_split`), so the split does not depend on
+  Python's hash seed or on document order, and duplicate documents land on the
+  same side. Both lists keep the original order.
 
   Raises:
-    DataError: fewer than two documents, so nothing is left to train on.
+    DataError: fewer than two distinct documents, so nothing is left to train on.
   """
   if len(documents) < 2:
     raise DataError(f"only {len(documents)} document(s): cannot hold out an eval split; "
                     "add documents or set data.eval_files")
   num_eval = min(len(documents) - 1, max(1, round(eval_fraction * len(documents))))
-  keys = [hashlib.sha256(doc.encode("utf-8")).digest() for doc in documents]
-  ranked = sorted(range(len(documents)), key=lambda i: (keys[i], i))
-  held_out = set(ranked[:num_eval])
-  train = [doc for i, doc in enumerate(documents) if i not in held_out]
-  evaluation = [doc for i, doc in enumerate(documents) if i in held_out]
+  evaluation, train = hash_split(documents, lambda doc: doc, (num_eval,))
+  if not train:
+    raise DataError(f"the {len(documents)} documents are all the same text: cannot hold out "
+                    "an eval split; add documents or set data.eval_files")
   return train, evaluation
+
+
+def hash_split(examples: list, key: Callable[[object], str],
+               sizes: tuple[int, ...]) -> list[list]:
+  """Cuts `examples` into len(sizes) + 1 parts of about `sizes` and the rest.
+
+  Examples are ranked by the sha256 of `key(example)`, so the parts depend
+  neither on the example order nor on any seed; examples with equal keys
+  stay in one part (a cut moves past them). Each part keeps the input order.
+  """
+  digests = [hashlib.sha256(key(e).encode("utf-8")).digest() for e in examples]
+  ranked = sorted(range(len(examples)), key=lambda i: (digests[i], i))
+  part_of = [len(sizes)] * len(examples)
+  position = 0
+  for part, size in enumerate(sizes):
+    end = min(position + size, len(ranked))
+    while 0 < end < len(ranked) and digests[ranked[end]] == digests[ranked[end - 1]]:
+      end += 1
+    for i in ranked[position:end]:
+      part_of[i] = part
+    position = end
+  parts: list[list] = [[] for _ in range(len(sizes) + 1)]
+  for i, example in enumerate(examples):
+    parts[part_of[i]].append(example)
+  return parts
 
 
 def expand_globs(patterns: str) -> list[str]:

@@ -1,6 +1,6 @@
 """SentencePiece tokenizers: trained on the train documents, cached, or loaded.
 
-Every tokenizer Trellis trains has the same fixed special ids, so objectives
+Every tokenizer Trellis trains has the same fixed special ids (RESERVED_PIECES), so objectives
 can rely on them without looking anything up:
 
   0 <pad>   1 <unk>   2 <s> (bos)   3 </s> (eos)
@@ -29,12 +29,19 @@ from research.data import sources
 from research.errors import DataError
 
 NUM_SENTINELS = 32
-SPECIAL_PIECES = ("<mask>", "<cls>", "<sep>") + tuple(
+# The one table of Trellis's fixed ids: the piece at each id, in id order. Every
+# tokenizer Trellis trains holds them there (Tokenizer checks it on load), and
+# objectives.base.Vocab takes its defaults from the names below.
+RESERVED_PIECES = ("<pad>", "<unk>", "<s>", "</s>", "<mask>", "<cls>", "<sep>") + tuple(
     f"<extra_id_{i}>" for i in range(NUM_SENTINELS))
+PAD_ID, UNK_ID, BOS_ID, EOS_ID, MASK_ID, CLS_ID, SEP_ID = range(7)
+SENTINEL_IDS = tuple(range(SEP_ID + 1, SEP_ID + 1 + NUM_SENTINELS))
+# Never masked, drawn as noise or sampled (end of sequence aside).
+SPECIAL_IDS = tuple(range(len(RESERVED_PIECES)))
 # Text symbols, not specials: masking may replace them like any other token.
 WHITESPACE_PIECES = ("\n", "\t")
-# <pad> <unk> <s> </s>, the specials, whitespace pieces and 256 bytes.
-NUM_RESERVED_PIECES = 4 + len(SPECIAL_PIECES) + len(WHITESPACE_PIECES) + 256
+# The reserved pieces, whitespace pieces and 256 bytes.
+NUM_RESERVED_PIECES = len(RESERVED_PIECES) + len(WHITESPACE_PIECES) + 256
 
 # Tokenizer training reads a deterministic, evenly strided sample of lines of
 # about max(MIN_TRAINING_CHARS, TRAINING_CHARS_PER_PIECE * vocab_size)
@@ -44,8 +51,8 @@ MIN_TRAINING_CHARS = 1_000_000
 TRAINING_CHARS_PER_PIECE = 250
 _TRAINER_THREADS = 2
 _TRAINER_OPTIONS = dict(
-    pad_id=0, unk_id=1, bos_id=2, eos_id=3,
-    user_defined_symbols=list(SPECIAL_PIECES + WHITESPACE_PIECES),
+    pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,  # SentencePiece's own four
+    user_defined_symbols=list(RESERVED_PIECES[MASK_ID:] + WHITESPACE_PIECES),
     byte_fallback=True, character_coverage=0.9995,
     normalization_rule_name="identity", remove_extra_whitespaces=False,
     add_dummy_prefix=False, allow_whitespace_only_pieces=True, split_digits=True,
@@ -74,9 +81,7 @@ class Tokenizer:
     except (RuntimeError, OSError):
       raise DataError(f"{path} is not a SentencePiece model") from None
     self.fingerprint = hashlib.sha256(model_bytes).hexdigest()[:16]
-    expected = {0: "<pad>", 1: "<unk>", 2: "<s>", 3: "</s>"}
-    expected.update({4 + i: piece for i, piece in enumerate(SPECIAL_PIECES)})
-    for token_id, piece in expected.items():
+    for token_id, piece in enumerate(RESERVED_PIECES):
       if token_id >= self.vocab_size or self._sp.id_to_piece(token_id) != piece:
         raise DataError(f"{path}: id {token_id} must be {piece!r}; train the tokenizer "
                         "with Trellis (set data.tokenizer='')")
@@ -89,47 +94,47 @@ class Tokenizer:
   @property
   def pad_id(self) -> int:
     """Id of <pad>: padding, never a target."""
-    return 0
+    return PAD_ID
 
   @property
   def unk_id(self) -> int:
     """Id of <unk> (unused: byte fallback covers all text)."""
-    return 1
+    return UNK_ID
 
   @property
   def bos_id(self) -> int:
     """Id of <s>, begin of sequence."""
-    return 2
+    return BOS_ID
 
   @property
   def eos_id(self) -> int:
     """Id of </s>, appended to every packed document."""
-    return 3
+    return EOS_ID
 
   @property
   def mask_id(self) -> int:
     """Id of <mask> (MLM)."""
-    return 4
+    return MASK_ID
 
   @property
   def cls_id(self) -> int:
     """Id of <cls> (classification / NSP)."""
-    return 5
+    return CLS_ID
 
   @property
   def sep_id(self) -> int:
     """Id of <sep> (between sentence pairs)."""
-    return 6
+    return SEP_ID
 
   @property
   def sentinel_ids(self) -> tuple[int, ...]:
     """Ids of <extra_id_0>, <extra_id_1>, ... (T5 span corruption)."""
-    return tuple(range(7, 7 + NUM_SENTINELS))
+    return SENTINEL_IDS
 
   @property
   def special_ids(self) -> tuple[int, ...]:
     """Every id that masking must never pick or produce."""
-    return tuple(range(4 + len(SPECIAL_PIECES)))
+    return SPECIAL_IDS
 
   def encode(self, text: str) -> list[int]:
     """Token ids of `text`, without bos/eos."""

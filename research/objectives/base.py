@@ -14,18 +14,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from research.data import tokenizer as fixed  # the table of fixed special ids
+
 
 class Vocab(NamedTuple):
-  """The token ids objectives need; Trellis tokenizers fix them (data/tokenizer.py)."""
+  """The token ids objectives need; the defaults are Trellis tokenizers' fixed ids."""
   size: int
-  pad_id: int = 0
-  bos_id: int = 2
-  eos_id: int = 3
-  mask_id: int = 4
-  cls_id: int = 5
-  sep_id: int = 6
-  sentinel_ids: tuple[int, ...] = tuple(range(7, 39))
-  special_ids: tuple[int, ...] = tuple(range(39))  # never masked or sampled as noise
+  pad_id: int = fixed.PAD_ID
+  bos_id: int = fixed.BOS_ID
+  eos_id: int = fixed.EOS_ID
+  mask_id: int = fixed.MASK_ID
+  cls_id: int = fixed.CLS_ID
+  sep_id: int = fixed.SEP_ID
+  sentinel_ids: tuple[int, ...] = fixed.SENTINEL_IDS
+  special_ids: tuple[int, ...] = fixed.SPECIAL_IDS  # never masked or sampled as noise
   word_start: np.ndarray | None = None  # [size] bool: piece starts a word (whole-word MLM)
 
   def ordinary_ids(self) -> np.ndarray:

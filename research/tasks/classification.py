@@ -3,21 +3,15 @@
 import numpy as np
 
 from research import metrics
+from research.data.rows import cls_sep_rows
 from research.objectives.classify import PREDICT
 from research.tasks.base import Encoded
 
 
 def encode_texts(tokenizer, texts: list[str], seq_len: int) -> dict:
   """`<cls> text <sep>` rows of seq_len (texts truncated), with segment ids and positions."""
-  n = len(texts)
-  tokens = np.full((n, seq_len), tokenizer.pad_id, np.int32)
-  segments = np.zeros((n, seq_len), np.int32)
-  for i, ids in enumerate(tokenizer.encode_batch(texts)):
-    ids = [tokenizer.cls_id] + list(ids)[:seq_len - 2] + [tokenizer.sep_id]
-    tokens[i, :len(ids)] = ids
-    segments[i, :len(ids)] = 1
-  positions = np.where(segments > 0, np.arange(seq_len), 0).astype(np.int32)
-  return {"tokens": tokens, "segment_ids": segments, "positions": positions}
+  return cls_sep_rows(((list(ids)[:seq_len - 2], None) for ids in tokenizer.encode_batch(texts)),
+                      seq_len, tokenizer)
 
 
 def encode(examples: list[dict], tokenizer, cfg) -> Encoded:

@@ -15,6 +15,7 @@ import collections
 import numpy as np
 
 from research import metrics
+from research.data.rows import cls_sep_rows
 from research.errors import DataError
 from research.objectives.qa import span_logits
 from research.tasks.base import Encoded
@@ -49,25 +50,14 @@ def encode(examples: list[dict], tokenizer, cfg) -> Encoded:
     first, last = _answer_tokens(offsets, answer_start, answer_start + len(answer_text))
     for start in _windows(len(context), size, min(stride, size)):
       prefix = 2 + len(question)  # <cls> question <sep>
-      ids = [tokenizer.cls_id] + question + [tokenizer.sep_id] + context[start:start + size] + [
-          tokenizer.sep_id]
       inside = first is not None and start <= first and last < start + size
       span = (prefix + first - start, prefix + last - start) if inside else (0, 0)
-      rows.append((ids, prefix, span))
+      rows.append((question, context[start:start + size], span))
       row_examples.append(index)
       row_offsets.append([None] * prefix + offsets[start:start + size] + [None])
-  n = len(rows)
-  arrays = {name: np.zeros((n, seq_len), np.int32)
-            for name in ("tokens", "segment_ids", "positions", "token_type_ids")}
-  arrays["start_position"] = np.zeros((n,), np.int32)
-  arrays["end_position"] = np.zeros((n,), np.int32)
-  arrays["tokens"][:] = tokenizer.pad_id
-  for r, (ids, prefix, (s, e)) in enumerate(rows):
-    arrays["tokens"][r, :len(ids)] = ids
-    arrays["segment_ids"][r, :len(ids)] = 1
-    arrays["positions"][r, :len(ids)] = np.arange(len(ids))
-    arrays["token_type_ids"][r, prefix:len(ids)] = 1
-    arrays["start_position"][r], arrays["end_position"][r] = s, e
+  arrays = cls_sep_rows(((q, window) for q, window, _ in rows), seq_len, tokenizer)
+  arrays["start_position"] = np.asarray([s for _, _, (s, _) in rows], np.int32)
+  arrays["end_position"] = np.asarray([e for _, _, (_, e) in rows], np.int32)
   return Encoded(arrays, examples, {"row_example": np.asarray(row_examples),
                                     "row_offsets": row_offsets})
 
