@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from research.models import layers
+from research.models.backbone import Backbone
 
 
 def _shift(x, segment_ids, offset: int):
@@ -81,22 +82,17 @@ class ConvBlock(nnx.Module):
     return self._add(x, self._glu(window), None, True), h[:, h.shape[1] - span:]
 
 
-class CNN(nnx.Module):
+class CNN(Backbone):
   """Token embedding (tied head), `model.num_layers` gated conv blocks, final norm."""
 
   def __init__(self, cfg, *, causal: bool, rngs: nnx.Rngs):
     self.causal = causal
-    self.dtype, self.dropout, self.remat = layers.DTYPES[cfg.dtype], cfg.dropout, cfg.remat
-    self.embed = layers.Embedder(cfg.vocab_size, cfg.width, dtype=self.dtype, rngs=rngs)
-    if not causal and cfg.type_vocab_size > 0:
-      self.type_embed = layers.token_types(cfg.type_vocab_size, cfg.width, rngs=rngs)
+    self._init_embeddings(cfg, rngs, token_types=not causal)
     self.blocks = nnx.List([
         ConvBlock(cfg, 2 ** (i % cfg.dilation_cycle), causal=causal, dtype=self.dtype,
                   rngs=rngs) for i in range(cfg.num_layers)])
-    self.final_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
-    if not cfg.tie_embeddings:
-      self.head = layers.dense(cfg.width, cfg.vocab_size, ("embed", "vocab"),
-                               dtype=self.dtype, rngs=rngs, use_bias=False)
+    self._init_norm(cfg, rngs)
+    self._init_head(cfg, rngs)
 
   def __call__(self, tokens, *, segment_ids=None, positions=None, deterministic=True,
                rng=None, token_type_ids=None):
@@ -105,7 +101,7 @@ class CNN(nnx.Module):
     if segment_ids is None:
       segment_ids = jnp.ones_like(tokens)
     rngs = layers.split_rng(rng, len(self.blocks) + 1)
-    x = layers.add_token_types(self, self.embed(tokens), token_type_ids)
+    x = self._embed(tokens, token_type_ids=token_type_ids)
     x = layers.dropout(x, self.dropout, rngs[-1], deterministic)
     call = layers.remat(lambda block, x, rng: block(x, segment_ids, rng, deterministic),
                         self.remat)
@@ -113,9 +109,6 @@ class CNN(nnx.Module):
       x = call(block, x, block_rng)
     return self.final_norm(x).astype(self.dtype)
 
-  def logits(self, hidden):
-    """Vocabulary logits in float32 (the tied embedding, or a separate head)."""
-    return layers.vocab_logits(self, hidden)
 
 
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from research.models import layers
+from research.models.backbone import Backbone
 
 GATES = {"lstm": 4, "gru": 3}  # LSTM: input, forget, cell, output; GRU: reset, update, new
 
@@ -117,21 +118,16 @@ def segment_edges(segment_ids):
   return (jnp.concatenate([edge, change], axis=1), jnp.concatenate([change, edge], axis=1))
 
 
-class RNN(nnx.Module):
+class RNN(Backbone):
   """Token embedding (tied head), `model.num_layers` recurrent layers, final norm."""
 
   def __init__(self, cfg, cell: str, *, bidirectional: bool, rngs: nnx.Rngs):
     self.causal = not bidirectional
-    self.dtype, self.dropout, self.remat = layers.DTYPES[cfg.dtype], cfg.dropout, cfg.remat
-    self.embed = layers.Embedder(cfg.vocab_size, cfg.width, dtype=self.dtype, rngs=rngs)
-    if bidirectional and cfg.type_vocab_size > 0:
-      self.type_embed = layers.token_types(cfg.type_vocab_size, cfg.width, rngs=rngs)
+    self._init_embeddings(cfg, rngs, token_types=bidirectional)
     self.blocks = nnx.List([Layer(cfg, cell, bidirectional=bidirectional, dtype=self.dtype,
                                   rngs=rngs) for _ in range(cfg.num_layers)])
-    self.final_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
-    if not cfg.tie_embeddings:
-      self.head = layers.dense(cfg.width, cfg.vocab_size, ("embed", "vocab"),
-                               dtype=self.dtype, rngs=rngs, use_bias=False)
+    self._init_norm(cfg, rngs)
+    self._init_head(cfg, rngs)
 
   def __call__(self, tokens, *, segment_ids=None, positions=None, deterministic=True,
                rng=None, token_type_ids=None):
@@ -141,7 +137,7 @@ class RNN(nnx.Module):
       segment_ids = jnp.ones_like(tokens)
     starts, ends = segment_edges(segment_ids)
     rngs = layers.split_rng(rng, len(self.blocks) + 1)
-    x = layers.add_token_types(self, self.embed(tokens), token_type_ids)
+    x = self._embed(tokens, token_type_ids=token_type_ids)
     x = layers.dropout(x, self.dropout, rngs[-1], deterministic)
     call = layers.remat(
         lambda block, x, rng: block(x, starts, ends, None, rng, deterministic)[0], self.remat)
@@ -149,9 +145,6 @@ class RNN(nnx.Module):
       x = call(block, x, block_rng)
     return self.final_norm(x).astype(self.dtype)
 
-  def logits(self, hidden):
-    """Vocabulary logits in float32 (the tied embedding, or a separate head)."""
-    return layers.vocab_logits(self, hidden)
 
 
 

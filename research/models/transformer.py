@@ -31,6 +31,7 @@ from flax import nnx
 
 from research.errors import ConfigError
 from research.models import layers
+from research.models.backbone import Backbone
 
 
 def _defaults(tokens, segment_ids, positions):
@@ -204,29 +205,14 @@ def _init_layer_caches(model, blocks, batch: int, max_len: int):
   return jax.tree.map(lambda c: jnp.zeros((batch, model.num_layers, *c.shape[1:]), c.dtype), one)
 
 
-class _Embedded(nnx.Module):
-  """What every Transformer shares: token/position embeddings and the vocabulary head."""
+class _Embedded(Backbone):
+  """What every Transformer shares: learned positions, and norms named for where they sit."""
 
-  def _init_embeddings(self, cfg, rngs, token_types: bool):
-    self.dtype = layers.DTYPES[cfg.dtype]
-    self.dropout, self.prenorm, self.remat = cfg.dropout, cfg.prenorm, cfg.remat
-    self.num_layers, self.scan_layers = cfg.num_layers, cfg.scan_layers
-    self.embed = layers.Embedder(cfg.vocab_size, cfg.width, dtype=self.dtype, rngs=rngs)
-    if cfg.position == "learned":
-      self.pos_embed = nnx.Param(
-          nnx.initializers.normal(0.02)(rngs.params(), (cfg.max_len, cfg.width)),
-          axes=("length", "embed"))
-    if token_types and cfg.type_vocab_size > 0:
-      self.type_embed = layers.token_types(cfg.type_vocab_size, cfg.width, rngs=rngs)
-    if not cfg.tie_embeddings:
-      self.head = layers.dense(cfg.width, cfg.vocab_size, ("embed", "vocab"),
-                               dtype=self.dtype, rngs=rngs, use_bias=False)
-
-  def _embed(self, tokens, positions, token_type_ids=None):
-    x = self.embed(tokens)
-    if hasattr(self, "pos_embed"):
-      x = x + jnp.take(self.pos_embed[...], positions, axis=0).astype(x.dtype)
-    return layers.add_token_types(self, x, token_type_ids)
+  def _init_shared(self, cfg, rngs, token_types: bool):
+    """The embeddings (learned positions included) and the untied head of every stack."""
+    self._init_embeddings(cfg, rngs, token_types=token_types, positions=True)
+    self.prenorm, self.num_layers, self.scan_layers = cfg.prenorm, cfg.num_layers, cfg.scan_layers
+    self._init_head(cfg, rngs)
 
   def _stack_norm(self, cfg, rngs, prenorm_name: str, postnorm_name: str):
     """The norm outside a stack's blocks, named for where it sits.
@@ -236,30 +222,11 @@ class _Embedded(nnx.Module):
     and freeze with the embeddings (optim.layer_index). Same place in the params
     stream either way, so a seed gives the same weights.
     """
-    setattr(self, prenorm_name if cfg.prenorm else postnorm_name,
-            layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps))
+    self._init_norm(cfg, rngs, prenorm_name if cfg.prenorm else postnorm_name)
 
   def _norm_if(self, prenorm: bool, name: str, x):
     """Norm `name` of x when this model's norms sit there (pre-norm: output; post-norm: input)."""
     return getattr(self, name)(x).astype(self.dtype) if self.prenorm == prenorm else x
-
-  def _init_vocab_head(self, cfg, rngs):
-    """BERT's MLM head parts of the vocabulary head, where the config asks for them."""
-    if cfg.vocab_transform:
-      self.vocab_transform = layers.VocabTransform(cfg, dtype=self.dtype, rngs=rngs)
-    if cfg.vocab_bias:
-      self.vocab_bias = layers.VocabBias(cfg.vocab_size)
-
-  def logits(self, hidden):
-    """Vocabulary logits in float32: the tied embedding (or a separate head).
-
-    With model.vocab_transform the hidden states first go through
-    VocabTransform, and model.vocab_bias adds a per-token bias (BERT's MLM head).
-    """
-    if hasattr(self, "vocab_transform"):
-      hidden = self.vocab_transform(hidden)
-    logits = layers.vocab_logits(self, hidden)
-    return self.vocab_bias(logits) if hasattr(self, "vocab_bias") else logits
 
 
 class Transformer(_Embedded):
@@ -272,7 +239,7 @@ class Transformer(_Embedded):
 
   def __init__(self, cfg, *, causal: bool, rngs: nnx.Rngs):
     self.causal = causal
-    self._init_embeddings(cfg, rngs, token_types=not causal)
+    self._init_shared(cfg, rngs, token_types=not causal)
     self.blocks = _blocks(cfg, dtype=self.dtype, rngs=rngs)
     self._stack_norm(cfg, rngs, "final_norm", "embed_norm")
     self._init_vocab_head(cfg, rngs)
@@ -337,7 +304,7 @@ class EncoderDecoder(_Embedded):
 
   def __init__(self, cfg, *, rngs: nnx.Rngs):
     self.causal = False
-    self._init_embeddings(cfg, rngs, token_types=False)
+    self._init_shared(cfg, rngs, token_types=False)
     self.encoder_blocks = _blocks(cfg, dtype=self.dtype, rngs=rngs)
     self._stack_norm(cfg, rngs, "encoder_norm", "encoder_embed_norm")
     self.decoder_blocks = _blocks(cfg, dtype=self.dtype, rngs=rngs, cross=True)
