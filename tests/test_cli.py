@@ -1,6 +1,7 @@
 """The command-line contract: user errors are one line `error: ...` and exit status 2."""
 
 import concurrent.futures
+import importlib.util
 import json
 import os
 import subprocess
@@ -139,3 +140,15 @@ def test_workdir_of_another_run_is_refused(tmp_path):
 def test_generate_without_a_run_is_one_line_error(tmp_path):
   assert_user_error(run_cli("experiments.generate", f"--workdir={tmp_path}", "--prompt=hi"),
                     "config.json")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                    reason="libtpu (the tpu extra) is not installed: nothing to quiet")
+def test_importing_research_quiets_an_idle_libtpu():
+  """A notebook or script that imports research, then starts jax, prints no libtpu noise."""
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith("TPU_") and k not in ("JAX_PLATFORMS", "ALLOW_MULTIPLE_LIBTPU_LOAD")}
+  done = subprocess.run([sys.executable, "-c", "import research, jax; print(jax.devices())"],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr
+  assert "INVALID_ARGUMENT" not in done.stderr and "TPU" not in done.stderr, done.stderr
