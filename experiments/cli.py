@@ -20,6 +20,7 @@ if os.environ.get("TRELLIS_CPU_DEVICES"):
 from absl import app, flags, logging  # noqa: E402
 
 # Importing research quiets an idle libtpu (research/__init__.py) before jax picks a backend.
+from research import config as config_lib  # noqa: E402
 from research import presets  # noqa: E402
 from research.errors import Interrupted, TrellisError, first_line  # noqa: E402
 
@@ -61,9 +62,11 @@ def run(main, distributed: bool = True) -> None:
     if "config" in flags.FLAGS:
       overrides[:], rest = split_overrides(argv)
     try:
-      return flags.FLAGS(rest)
+      rest = flags.FLAGS(rest)
     except (flags.Error, TrellisError) as e:
       fail(first_line(e))
+    expand_path_flags(flags.FLAGS)
+    return rest
 
   def guarded(argv):
     logging.set_verbosity(logging.WARNING)
@@ -78,6 +81,18 @@ def run(main, distributed: bool = True) -> None:
       sys.exit(128 + e.signum)
 
   app.run(guarded, flags_parser=parse)
+
+
+# Flags that name files or folders; `~` and $VARIABLES in them are expanded (a shell
+# leaves `--workdir=~/runs` as it is).
+PATH_FLAGS = ("workdir", "out", "markdown", "process_logs", "init_from")
+
+
+def expand_path_flags(flag_values) -> None:
+  """Expands `~` and $VARIABLES in the PATH_FLAGS `flag_values` has."""
+  for name in PATH_FLAGS:
+    if name in flag_values and isinstance(flag_values[name].value, str):
+      flag_values[name].value = config_lib.expand_path(flag_values[name].value)
 
 
 def define_run_flags():

@@ -10,6 +10,7 @@ that exists has its default here.
 import json
 import hashlib
 import math
+import os
 
 import ml_collections
 
@@ -33,6 +34,11 @@ DEFAULT_AXIS_RULES = {
 
 # Dict fields whose keys are the user's choice: set as a whole, not merged.
 OPEN_FIELDS = ("objectives",)
+
+# Fields that name files or folders: `~` and $VARIABLES in them are expanded when a
+# config is loaded (presets.load), each comma-separated glob on its own.
+PATH_FIELDS = ("data.train_files", "data.eval_files", "data.test_files", "data.tokenizer",
+               "data.cache_dir", "train.compilation_cache", "init_from")
 
 # Fields that must match for a checkpoint to be restored into a run.
 COMPATIBILITY_FIELDS = ("model", "data.vocab_size", "data.seq_len")
@@ -354,6 +360,23 @@ def _get(tree: dict, dotted: str):
   for key in dotted.split("."):
     tree = tree[key]
   return tree
+
+
+def expand_path(text: str) -> str:
+  """`text` with `~` and $VARIABLES expanded in each comma-separated part."""
+  return ",".join(os.path.expandvars(os.path.expanduser(part.strip())) if part.strip() else part
+                  for part in text.split(","))
+
+
+def expand_paths(cfg) -> None:
+  """Expands `~` and $VARIABLES in the config's PATH_FIELDS, in place."""
+  for dotted in PATH_FIELDS:
+    *parents, leaf = dotted.split(".")
+    section = cfg
+    for name in parents:
+      section = section[name]
+    if isinstance(section[leaf], str):
+      section[leaf] = expand_path(section[leaf])
 
 
 def check_compatible(saved: dict, cfg) -> None:

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import ml_collections
 
-from research.config import OPEN_FIELDS
+from research.config import OPEN_FIELDS, expand_paths
 from research.errors import ConfigError, first_line
 
 PREFIX = "--config."
@@ -42,6 +42,7 @@ def load(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   """
   cfg = from_file(spec)
   apply_overrides(cfg, overrides)
+  expand_paths(cfg)
   return cfg
 
 

@@ -98,3 +98,24 @@ def test_unreachable_hub_is_one_line(monkeypatch):
                      r"\(OSError: \[Errno 111\] Connection refused\); connect, or set "
                      r"HF_HUB_OFFLINE=1 to read a copy cached before$"):
     text.check_on_hub("a/b")
+
+
+def test_path_fields_and_flags_expand_home_and_variables(tmp_path, monkeypatch):
+  """`~` in the README's compilation_cache example made a folder named `~` in the repo."""
+  monkeypatch.setenv("HOME", str(tmp_path))
+  monkeypatch.setenv("TRELLIS_DATA", "/data/corpus")
+  cfg = presets.load(f"{GPT}:tiny", ["--config.train.compilation_cache=~/.cache/trellis-xla",
+                                     "--config.data.train_files=~/a/*.txt, $TRELLIS_DATA/b.txt",
+                                     "--config.init_from=~/runs/gpt"])
+  assert cfg.train.compilation_cache == f"{tmp_path}/.cache/trellis-xla"
+  assert cfg.data.train_files == f"{tmp_path}/a/*.txt,/data/corpus/b.txt"
+  assert cfg.init_from == f"{tmp_path}/runs/gpt"
+  from absl import flags
+
+  from experiments import cli
+  flag_values = flags.FlagValues()
+  flags.DEFINE_string("workdir", None, "", flag_values=flag_values)
+  flags.DEFINE_string("preset", "tiny", "", flag_values=flag_values)
+  flag_values(["prog", "--workdir=~/runs/x"])
+  cli.expand_path_flags(flag_values)
+  assert flag_values.workdir == f"{tmp_path}/runs/x" and flag_values.preset == "tiny"
