@@ -380,25 +380,34 @@ def expand_paths(cfg) -> None:
 
 
 def check_compatible(saved: dict, cfg) -> None:
-  """Raises ConfigError if a workdir's saved config cannot resume as `cfg`."""
+  """Raises ConfigError if a workdir's saved config cannot resume as `cfg`, naming the
+  fields that differ (at most three) and nothing else."""
   new = cfg.to_dict()
   saved_model = saved.get("model") if isinstance(saved.get("model"), dict) else {}
   if saved_model:  # a run saved before a model field existed has its default
     saved = dict(saved, model={**default_config().model.to_dict(), **saved_model})
+  differ = []
   for field in COMPATIBILITY_FIELDS:
-    try:
-      old_value = _get(saved, field)
-    except KeyError:
-      old_value = None
+    old_value, new_value = _get_or_none(saved, field), _get(new, field)
     if field == "model" and isinstance(old_value, dict):
       # Free fields may differ (scan_layers too: the params layout is the same).
-      old_value = {k: v for k, v in old_value.items() if k not in FREE_MODEL_FIELDS}
-      new = dict(new, model={k: v for k, v in new["model"].items()
-                             if k not in FREE_MODEL_FIELDS})
-    if old_value != _get(new, field):
-      raise ConfigError(
-          f"the workdir holds a different run: {field} was {json.dumps(old_value)}, "
-          f"now {json.dumps(_get(new, field))}; use a new --workdir")
+      differ += [(f"model.{k}", old_value.get(k), v) for k, v in new_value.items()
+                 if k not in FREE_MODEL_FIELDS and old_value.get(k) != v]
+    elif old_value != new_value:
+      differ.append((field, old_value, new_value))
+  if differ:
+    more = f" (+{len(differ) - 3} more)" if len(differ) > 3 else ""
+    changes = "; ".join(f"{field} was {json.dumps(old)}, now {json.dumps(value)}"
+                        for field, old, value in differ[:3])
+    raise ConfigError(f"the workdir holds a different run: {changes}{more}; "
+                      "use a new --workdir")
+
+
+def _get_or_none(tree: dict, dotted: str):
+  try:
+    return _get(tree, dotted)
+  except (KeyError, TypeError):
+    return None
 
 
 def with_preset(presets: dict, preset: str, cfg=None) -> ml_collections.ConfigDict:

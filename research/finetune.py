@@ -37,7 +37,7 @@ from research.data.tokenizer import load_or_train_tokenizer
 from research.errors import CheckpointError, ConfigError
 from research.objectives.base import Vocab
 from research.tasks import TASKS
-from research.workdir import prepare_workdir, resolve, restore_params
+from research.workdir import check_workdir, prepare_workdir, resolve, restore_params
 
 # Free fields whose source value differs from the run's are named (regularisation).
 _NOTED_FREE_FIELDS = ("dropout", "attention_dropout")
@@ -149,11 +149,12 @@ def finetune(cfg, workdir: str) -> dict:
     raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only "
                       f"{cfg.model.vocab_size} embeddings")
   cfg = resolve(cfg, jax.device_count())
-  prepare_workdir(cfg, workdir)
-  if jax.process_index() == 0:  # the workdir is self-contained: generate/evaluate read it
-    tokenizer.save(workdir)
+  check_workdir(cfg, workdir)
   encoded = {split: task.encode(examples, tokenizer, cfg)
              for split, examples in task_data.splits.items()}
+  prepare_workdir(cfg, workdir)  # the data loaded and encoded: the run starts
+  if jax.process_index() == 0:  # the workdir is self-contained: generate/evaluate read it
+    tokenizer.save(workdir)
   trainer = train.Trainer(cfg, Vocab.from_tokenizer(tokenizer, cfg.model.vocab_size), heads)
   score = lambda params, split: task.evaluate(functools.partial(trainer.predict, params),
                                               encoded[split], tokenizer, cfg)

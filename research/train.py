@@ -29,7 +29,7 @@ from research.data import pipeline
 from research.errors import Interrupted, TrainingError
 from research.metric_log import MetricLog
 from research.objectives.base import Context, Vocab
-from research.workdir import prepare_workdir, resolve
+from research.workdir import check_workdir, prepare_workdir, resolve
 
 
 def train_step(state, batch, *, netdef: network.NetworkDef, loss_fn: Callable,
@@ -368,8 +368,9 @@ def pretrain(cfg, workdir: str) -> dict:
   Every user error (config, workdir, data) is raised before anything compiles.
   """
   cfg = resolve(cfg, jax.device_count())
-  prepare_workdir(cfg, workdir)
+  check_workdir(cfg, workdir)
   data = pipeline.load_pretraining_data(cfg, jax.process_index(), jax.process_count())
+  prepare_workdir(cfg, workdir)  # the data loaded: the run starts
   if jax.process_index() == 0:  # the workdir is self-contained: generate/finetune read it
     data.tokenizer.save(workdir)
   trainer = Trainer(cfg, Vocab.from_tokenizer(data.tokenizer, cfg.model.vocab_size))

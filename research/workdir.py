@@ -1,8 +1,8 @@
 """A run's folder: the config it was resolved to, and the params of its checkpoints.
 
 `resolve` checks a config and fills its derived fields before anything
-compiles; `prepare_workdir` creates a workdir, or checks that the run it holds
-can continue as the config says; `load_config` and `restore_params` read a
+compiles; `check_workdir` checks that the run a workdir holds can continue as
+the config says, and `prepare_workdir` then claims the workdir; `load_config` and `restore_params` read a
 run back (generation, fine-tuning from it, export).
 """
 
@@ -35,12 +35,22 @@ def resolve(cfg, num_devices: int):
   return cfg
 
 
-def prepare_workdir(cfg, workdir: str) -> None:
-  """Creates the workdir, or checks that the run it holds can continue as `cfg`."""
+def check_workdir(cfg, workdir: str) -> None:
+  """ConfigError unless the run `workdir` holds, if any, can continue as `cfg` (writes nothing)."""
   path = os.path.join(workdir, "config.json")
   if os.path.exists(path):
     with open(path) as f:
       config_lib.check_compatible(json.load(f), cfg)
+
+
+def prepare_workdir(cfg, workdir: str) -> None:
+  """Checks the workdir (check_workdir), then creates it and writes config.json.
+
+  Call it once the run is known to start (its data loaded): a run that fails
+  before leaves nothing behind, so the same command with a mended config works.
+  """
+  check_workdir(cfg, workdir)
+  path = os.path.join(workdir, "config.json")
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     with open(path, "w") as f:

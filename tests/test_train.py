@@ -141,3 +141,28 @@ def test_resume_after_kill_drops_rows_past_the_checkpoint(tmp_path, synthetic_da
                                                                  "mfu")} for r in rows]
   for split in ("train", "eval"):
     assert strip(_rows(tmp_path / "killed", split)) == strip(_rows(tmp_path / "full", split))
+
+
+def test_a_run_that_fails_on_its_data_claims_no_workdir(tmp_path):
+  """The error's own advice (another data.vocab_size) must work on the same workdir."""
+  from research.errors import DataError
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text("".join(f"line {i} of a very small corpus\n\n" for i in range(40)))
+  workdir = tmp_path / "run"
+  files = {"data.source": "files", "data.train_files": str(corpus),
+           "data.eval_files": str(corpus), "data.cache_dir": str(tmp_path / "cache")}
+  with pytest.raises(DataError, match="data.vocab_size=5000"):
+    train.pretrain(tiny_config(**files, **{"data.vocab_size": 5000}), str(workdir))
+  assert not (workdir / "config.json").exists()
+
+
+def test_a_workdir_mismatch_names_only_the_fields_that_differ(tmp_path):
+  from research import config as config_lib
+  from research.errors import ConfigError
+  saved = tiny_config(**{"model.width": 32}).to_dict()
+  with pytest.raises(ConfigError) as e:
+    config_lib.check_compatible(saved, tiny_config(**{"model.width": 64, "model.num_heads": 4,
+                                                     "data.seq_len": 16}))
+  message = str(e.value)
+  assert "model.width was 32, now 64" in message and "data.seq_len was 32, now 16" in message
+  assert "mlp_dim" not in message and "{" not in message and "\n" not in message, message
