@@ -59,10 +59,19 @@ def _is_workdir(path: str) -> bool:
 def _fixed_fields(name: str, overrides: dict, cfg) -> dict:
   """The `model.*` overrides a source fixes: all but config.FREE_MODEL_FIELDS.
 
-  The free ones stay the fine-tuning config's; a source's differing dropout rate
-  is named in one printed line, so the run's value is a visible choice.
+  The architecture, its family and kind included, is the source's (a GPT run
+  fine-tunes as a decoder under an encoder preset), named in one printed line
+  where the config said otherwise. The free fields stay the fine-tuning
+  config's; a source's differing dropout rate is named in one printed line, so
+  the run's value is a visible choice.
   """
   fixed, theirs, ours = {}, [], []
+  arch, kind = overrides.get("model.arch", cfg.model.arch), overrides.get("model.kind",
+                                                                          cfg.model.kind)
+  if (arch, kind) != (cfg.model.arch, cfg.model.kind) and jax.process_index() == 0:
+    print(f"trellis: init_from={name} is a {arch} {kind}: this run fine-tunes it as one "
+          f"(the config said model.arch={cfg.model.arch} model.kind={cfg.model.kind})",
+          flush=True)
   for key, value in overrides.items():
     field = key.split(".", 1)[1]
     if field not in config_lib.FREE_MODEL_FIELDS:
@@ -84,10 +93,6 @@ def load_source(cfg, heads: dict) -> Source | None:
   if _is_workdir(name):
     src_cfg, _, params, step = restore_params(name)
     model = _fixed_fields(name, {f"model.{k}": v for k, v in src_cfg.model.items()}, cfg)
-    if cfg.model.arch != src_cfg.model.arch or cfg.model.kind != src_cfg.model.kind:
-      raise ConfigError(
-          f"init_from={name} is a {src_cfg.model.arch} {src_cfg.model.kind} but the config asks "
-          f"for model.arch={cfg.model.arch} model.kind={cfg.model.kind}")
     backbone = {k: np.asarray(v) for k, v in params.items() if k.startswith("backbone/")}
     lineage = {"source": os.path.abspath(name), "step": int(step),
                "config_hash": config_lib.config_hash(src_cfg)}
@@ -97,9 +102,6 @@ def load_source(cfg, heads: dict) -> Source | None:
     raise CheckpointError(f"init_from={name} is neither a Trellis workdir nor a model folder")
   model, params = hf.import_bert(folder, heads)
   model = _fixed_fields(name, model, cfg)
-  if cfg.model.arch != model["model.arch"] or cfg.model.kind != model["model.kind"]:
-    raise ConfigError(f"init_from={name} is a BERT encoder but the config asks for "
-                      f"model.arch={cfg.model.arch} model.kind={cfg.model.kind}")
   return Source(model, params, load_tokenizer(folder), {"source": str(name), "format": "hf-bert"})
 
 
