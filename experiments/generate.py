@@ -4,6 +4,8 @@
 
 Greedy decoding with --temperature=0 (the default); the model's own
 incremental state (KV cache, ...) makes each new token one small step.
+Without --max_new_tokens each prompt continues up to model.max_len tokens;
+special tokens (<mask>, <extra_id_N>, ...) are never generated.
 """
 
 from absl import flags
@@ -12,7 +14,8 @@ from experiments import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "a pretraining run's workdir")
 _PROMPT = flags.DEFINE_multi_string("prompt", [""], "prompt text (repeatable)")
-_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 64, "tokens to generate per prompt")
+_MAX_NEW = flags.DEFINE_integer("max_new_tokens", None, "tokens to generate per prompt "
+                                "(default: the room model.max_len leaves after the prompt)")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 is greedy")
 _TOP_K = flags.DEFINE_integer("top_k", 0, "sample from the k most likely tokens (0: all)")
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "sample from the smallest set with this mass")

@@ -5,10 +5,18 @@ restricted by top-k and/or top-p (nucleus). The prompt is fed in one
 `decode_step` call, then one token per step inside a jitted `lax.scan`.
 Encoder-decoders decode greedily or by beam search (`translate_rows`). Every
 output ends where `cut_at_eos` cuts it: before the first eos.
+
+No decoding emits a special token: `ban` sets the logits of `<pad>`, `<unk>`,
+`<s>`, `<mask>`, `<cls>`, `<sep>` and the T5 sentinels `<extra_id_N>` to -inf
+before any argmax, sampling filter or beam score (`sample_token`,
+`beam_search`), so greedy picks the best other id. Eos stays allowed: it ends
+the output. The ids come from the tokenizer (`banned_ids`); by default those
+every Trellis tokenizer fixes (objectives.base.Vocab's).
 """
 
 import functools
 import os
+import sys
 from typing import NamedTuple
 
 import jax
@@ -17,7 +25,37 @@ import numpy as np
 
 from research.data.tokenizer import Tokenizer
 from research.errors import ConfigError
+from research.objectives.base import Vocab
 from research.workdir import restore_params
+
+
+def banned_ids(vocab) -> tuple[int, ...]:
+  """Ids decoding never emits: a tokenizer's (or Vocab's) special ids and sentinels, but eos.
+
+  The union, as a tokenizer's `special_ids` may or may not hold its sentinels.
+  """
+  return tuple(sorted((set(vocab.special_ids) | set(vocab.sentinel_ids)) - {vocab.eos_id}))
+
+
+# The default: every tokenizer Trellis trains has these special ids (data/tokenizer.py).
+TRELLIS_BANNED = banned_ids(Vocab(size=0))
+
+
+def _banned(banned: tuple[int, ...] | None, eos_id: int | None) -> tuple[int, ...]:
+  """`banned` (None: TRELLIS_BANNED) without eos_id, sorted: a static jit argument."""
+  ids = TRELLIS_BANNED if banned is None else banned
+  return tuple(sorted({int(i) for i in ids} - {eos_id}))
+
+
+def ban(logits, banned: tuple[int, ...]):
+  """Logits [..., V] with the ids in `banned` at -inf: never chosen, whatever the decoding."""
+  vocab = logits.shape[-1]
+  ids = [i for i in banned if 0 <= i < vocab]
+  if not ids:
+    return logits
+  mask = np.zeros(vocab, bool)
+  mask[ids] = True
+  return jnp.where(mask, -jnp.inf, logits)
 
 
 def filter_logits(logits, top_k: int = 0, top_p: float = 1.0):
@@ -36,8 +74,10 @@ def filter_logits(logits, top_k: int = 0, top_p: float = 1.0):
   return logits
 
 
-def sample_token(logits, rng, temperature: float, top_k: int, top_p: float):
-  """Next token ids [B] from last-position logits [B, V]."""
+def sample_token(logits, rng, temperature: float, top_k: int, top_p: float,
+                 banned: tuple[int, ...] = ()):
+  """Next token ids [B] from last-position logits [B, V], never one of `banned`."""
+  logits = ban(logits, banned)
   if temperature == 0.0:
     return jnp.argmax(logits, axis=-1)
   logits = filter_logits(logits / temperature, top_k, top_p)
@@ -45,12 +85,12 @@ def sample_token(logits, rng, temperature: float, top_k: int, top_p: float):
 
 
 def sample_loop(model, cache, first_logits, rng, max_new_tokens: int, temperature: float,
-                top_k: int, top_p: float, dtype=jnp.int32):
-  """Tokens [B, max_new_tokens]: sample, feed back through `decode_step`, repeat."""
+                top_k: int, top_p: float, dtype=jnp.int32, banned: tuple[int, ...] = ()):
+  """Tokens [B, max_new_tokens]: sample (no banned id), feed back through `decode_step`, repeat."""
 
   def step(carry, key):
     last_logits, cache = carry
-    token = sample_token(last_logits, key, temperature, top_k, top_p)
+    token = sample_token(last_logits, key, temperature, top_k, top_p, banned)
     logits, cache = model.decode_step(token[:, None].astype(dtype), cache)
     return (logits[:, -1], cache), token
 
@@ -112,7 +152,7 @@ def _cannot_improve(beams: _Beams, t, length: int, alpha: float):
 
 
 def beam_search(model, cache, first_logits, *, beam_size: int, max_new_tokens: int,
-                eos_id: int, length_penalty: float):
+                eos_id: int, length_penalty: float, banned: tuple[int, ...] = ()):
   """The best hypothesis [B, max_new_tokens] by log-probability / GNMT length penalty.
 
   The standard search (fairseq, Hugging Face, T5X): beam_size live hypotheses
@@ -123,7 +163,9 @@ def beam_search(model, cache, first_logits, *, beam_size: int, max_new_tokens: i
   can beat the worst finished one of any example, or at max_new_tokens, where
   the live ones end unfinished (scored at that length). Positions after an
   eos hold eos. `cache` and `first_logits` [B * beam_size, V] hold each
-  example's state repeated beam_size times (row b * beam_size + k).
+  example's state repeated beam_size times (row b * beam_size + k). The
+  `banned` ids are masked before the log-softmax: scores are log-probabilities
+  over the other ids, and a banned id never extends a hypothesis.
   """
   rows, vocab = first_logits.shape
   batch, k, length = rows // beam_size, beam_size, max_new_tokens
@@ -131,7 +173,7 @@ def beam_search(model, cache, first_logits, *, beam_size: int, max_new_tokens: i
   base = (jnp.arange(batch) * k)[:, None]
 
   def log_probs(logits):
-    return jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(batch, k, vocab)
+    return jax.nn.log_softmax(ban(logits.astype(jnp.float32), banned)).reshape(batch, k, vocab)
 
   empty = jnp.full((batch, k), -jnp.inf)
   seqs = jnp.zeros((batch, k, length), jnp.int32)
@@ -162,22 +204,25 @@ def beam_search(model, cache, first_logits, *, beam_size: int, max_new_tokens: i
 
 
 @functools.partial(jax.jit, static_argnames=("merge", "max_new_tokens", "temperature",
-                                             "top_k", "top_p"))
-def _generate(params, prompt, rng, *, merge, max_new_tokens, temperature, top_k, top_p):
+                                             "top_k", "top_p", "banned"))
+def _generate(params, prompt, rng, *, merge, max_new_tokens, temperature, top_k, top_p, banned):
   model = merge(params)
   cache = model.init_cache(prompt.shape[0], prompt.shape[1] + max_new_tokens)
   logits, cache = model.decode_step(prompt, cache)
   return sample_loop(model, cache, logits[:, -1], rng, max_new_tokens, temperature, top_k,
-                     top_p, prompt.dtype)
+                     top_p, prompt.dtype, banned)
 
 
 def translate_rows(model, source, source_segments, *, max_new_tokens: int, bos_id: int,
-                   eos_id: int, beam_size: int = 1, length_penalty: float = 0.6):
+                   eos_id: int, beam_size: int = 1, length_penalty: float = 0.6,
+                   banned: tuple[int, ...] | None = None):
   """Output tokens [B, max_new_tokens] of an encoder-decoder for source rows [B, S] (traceable).
 
   Greedy with beam_size 1, else beam search with the GNMT length penalty;
   segment_ids 0 mark padding. Rows run on past eos: `cut_at_eos` ends them.
+  No output holds an id of `banned` (None: TRELLIS_BANNED; eos_id never is).
   """
+  banned = _banned(banned, eos_id)
   positions = jnp.broadcast_to(jnp.arange(source.shape[1]), source.shape)
   encoded = model.encode(source, segment_ids=source_segments, positions=positions)
   if beam_size > 1:
@@ -190,22 +235,23 @@ def translate_rows(model, source, source_segments, *, max_new_tokens: int, bos_i
   if beam_size > 1:
     return beam_search(model, cache, logits[:, -1], beam_size=beam_size,
                        max_new_tokens=max_new_tokens, eos_id=eos_id,
-                       length_penalty=length_penalty)
+                       length_penalty=length_penalty, banned=banned)
   return sample_loop(model, cache, logits[:, -1], jax.random.PRNGKey(0), max_new_tokens, 0.0,
-                     0, 1.0)
+                     0, 1.0, banned=banned)
 
 
 @functools.partial(jax.jit, static_argnames=("merge", "max_new_tokens", "beam_size",
-                                             "length_penalty", "bos_id", "eos_id"))
+                                             "length_penalty", "bos_id", "eos_id", "banned"))
 def _translate(params, source, source_segments, *, merge, max_new_tokens, beam_size,
-               length_penalty, bos_id, eos_id):
+               length_penalty, bos_id, eos_id, banned):
   return translate_rows(merge(params), source, source_segments, max_new_tokens=max_new_tokens,
                         bos_id=bos_id, eos_id=eos_id, beam_size=beam_size,
-                        length_penalty=length_penalty)
+                        length_penalty=length_penalty, banned=banned)
 
 
 def translate(merge, params, source, source_segments, *, max_new_tokens: int, bos_id: int,
-              eos_id: int, beam_size: int = 1, length_penalty: float = 0.6) -> list[list[int]]:
+              eos_id: int, beam_size: int = 1, length_penalty: float = 0.6,
+              banned: tuple[int, ...] | None = None) -> list[list[int]]:
   """`translate_rows` of source rows [B, S] in one jitted call, each output cut before eos.
 
   Evaluation decodes through the Trainer's sharded, batched predict instead
@@ -213,7 +259,8 @@ def translate(merge, params, source, source_segments, *, max_new_tokens: int, bo
   """
   tokens = _translate(params, jnp.asarray(source), jnp.asarray(source_segments), merge=merge,
                       max_new_tokens=max_new_tokens, beam_size=beam_size,
-                      length_penalty=length_penalty, bos_id=bos_id, eos_id=eos_id)
+                      length_penalty=length_penalty, bos_id=bos_id, eos_id=eos_id,
+                      banned=_banned(banned, eos_id))
   return cut_at_eos(jax.device_get(tokens), eos_id)
 
 
@@ -226,23 +273,58 @@ def cut_at_eos(tokens, eos_id: int | None) -> list[list[int]]:
 
 def generate(merge, params, prompt_ids: list[list[int]], *, max_new_tokens: int, rng,
              temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-             eos_id: int | None = None) -> list[list[int]]:
+             eos_id: int | None = None,
+             banned: tuple[int, ...] | None = None) -> list[list[int]]:
   """New token ids for each prompt (prompts of equal length), cut before eos_id.
 
   `merge(params)` must return the backbone (a hashable callable, e.g. a bound
-  method of a frozen dataclass, so the jitted loop is cached).
+  method of a frozen dataclass, so the jitted loop is cached). No new token is
+  one of `banned` (None: TRELLIS_BANNED; `banned_ids(tokenizer)`; eos_id never is).
   """
   prompt = jnp.asarray(prompt_ids, jnp.int32)
   tokens = _generate(params, prompt, rng, merge=merge, max_new_tokens=max_new_tokens,
-                     temperature=temperature, top_k=top_k, top_p=top_p)
+                     temperature=temperature, top_k=top_k, top_p=top_p,
+                     banned=_banned(banned, eos_id))
   return cut_at_eos(jax.device_get(tokens), eos_id)
 
 
-def generate_text(workdir: str, prompts: list[str], *, max_new_tokens: int = 64,
+def _room(cfg, prompts: list[str], encoded: list[list[int]],
+          max_new_tokens: int | None) -> list[int]:
+  """New tokens to generate per prompt: max_new_tokens, or (None) what model.max_len leaves."""
+  max_len = cfg.model.max_len
+  lengths = [len(ids) for ids in encoded]
+  longest = max(range(len(prompts)), key=lengths.__getitem__)
+  n, text = lengths[longest], prompts[longest]
+  if n >= max_len:
+    text = text if len(text) <= 40 else text[:37] + "..."
+    raise ConfigError(f"the prompt {text!r} is {n} tokens with <s>, which leaves no room "
+                      f"in model.max_len={max_len}: shorten it below {max_len} tokens")
+  if max_new_tokens is None:
+    rooms = [max_len - length for length in lengths]
+    after = (f"the prompt's {n}" if len(prompts) == 1
+             else "the prompts' " + ", ".join(map(str, lengths)))
+    print(f"trellis: max_new_tokens not set: generating up to {', '.join(map(str, rooms))} "
+          f"tokens, the room model.max_len={max_len} leaves after {after} tokens (with <s>)",
+          file=sys.stderr, flush=True)
+    return rooms
+  if n + max_new_tokens > max_len:
+    raise ConfigError(f"prompt + max_new_tokens = {n} + {max_new_tokens} = {n + max_new_tokens} "
+                      f"tokens is above model.max_len={max_len}: max_new_tokens={max_len - n} "
+                      "or less fits (unset, it fills the room left)")
+  return [max_new_tokens] * len(prompts)
+
+
+def generate_text(workdir: str, prompts: list[str], *, max_new_tokens: int | None = None,
                   temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                   seed: int = 0) -> tuple[int, list[str]]:
-  """(checkpoint step, continuations) of each prompt from a run's latest checkpoint."""
-  if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or max_new_tokens < 1:
+  """(checkpoint step, continuations) of each prompt from a run's latest checkpoint.
+
+  max_new_tokens None: each prompt continues up to model.max_len (said in one
+  line on stderr); a given value must fit beside every prompt. Raises
+  ConfigError for a bad value or a prompt that leaves no room.
+  """
+  if (temperature < 0 or not 0 < top_p <= 1 or top_k < 0
+      or (max_new_tokens is not None and max_new_tokens < 1)):
     raise ConfigError("need temperature >= 0, 0 < top_p <= 1, top_k >= 0, max_new_tokens >= 1")
   cfg, netdef, params, step = restore_params(workdir)
   if cfg.model.kind != "decoder":
@@ -250,14 +332,14 @@ def generate_text(workdir: str, prompts: list[str], *, max_new_tokens: int = 64,
                       "generate text: it is not a decoder")
   tokenizer = Tokenizer(os.path.join(workdir, "tokenizer.model"))
   merge = lambda p: netdef.merge(p).backbone
+  if not prompts:
+    return step, []
+  encoded = [[tokenizer.bos_id] + tokenizer.encode(text) for text in prompts]
+  rooms = _room(cfg, prompts, encoded, max_new_tokens)
   texts = []
-  for text in prompts:
-    ids = [tokenizer.bos_id] + tokenizer.encode(text)
-    if len(ids) + max_new_tokens > cfg.model.max_len:
-      raise ConfigError(f"prompt + max_new_tokens = {len(ids) + max_new_tokens} tokens is above "
-                        f"model.max_len={cfg.model.max_len}")
-    new = generate(merge, params, [ids], max_new_tokens=max_new_tokens,
-                   rng=jax.random.PRNGKey(seed), temperature=temperature, top_k=top_k,
-                   top_p=top_p, eos_id=tokenizer.eos_id)[0]
+  for ids, room in zip(encoded, rooms):
+    new = generate(merge, params, [ids], max_new_tokens=room, rng=jax.random.PRNGKey(seed),
+                   temperature=temperature, top_k=top_k, top_p=top_p, eos_id=tokenizer.eos_id,
+                   banned=banned_ids(tokenizer))[0]
     texts.append(tokenizer.decode(new))
   return step, texts

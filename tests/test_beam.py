@@ -105,6 +105,26 @@ def test_a_wide_beam_finds_the_exhaustive_best(alpha):
   assert not bad, f"{len(bad)} of {CASES} cases differ (case, got, want): {bad[:3]}"
 
 
+@pytest.mark.parametrize("beam_size", [2, 3])
+def test_a_banned_id_never_wins(beam_size):
+  # Ids 2 and 4 hold nearly all the mass everywhere; the others are very unlikely.
+  banned = (2, 4)
+  tables = np.array(_tables(5, length=6, vocab=6))
+  tables[..., list(banned)] += 40.0
+  tables = np.asarray(jax.nn.log_softmax(tables, -1))
+  rows = jnp.repeat(jnp.asarray(tables), beam_size, axis=0)
+  out = np.asarray(jax.jit(lambda rows: generate.beam_search(
+      TableModel(), {"table": rows, "step": jnp.int32(1)}, rows[:, 0, 0], beam_size=beam_size,
+      max_new_tokens=6, eos_id=EOS, length_penalty=0.6, banned=banned))(rows))
+  assert not np.isin(out, banned).any()
+  # And the search is the standard one over the other ids (banned masked, renormalised).
+  masked = np.where(np.isin(np.arange(6), banned), -np.inf, tables)
+  masked = np.asarray(jax.nn.log_softmax(masked, -1))
+  got = [_score(table, row, 0.6) for table, row in zip(masked, out)]
+  np.testing.assert_allclose(got, [_reference_beam(table, beam_size, 0.6) for table in masked],
+                             atol=1e-5)
+
+
 def test_search_stops_once_no_live_hypothesis_can_win():
   steps = []
 

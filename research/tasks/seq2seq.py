@@ -51,7 +51,8 @@ def predict_texts(predict, encoded, tokenizer, cfg) -> list[str]:
   sources = {name: encoded.arrays[name][:limit] for name in ("tokens", "segment_ids")}
   decode = _decoder(max_new_tokens=cfg.data.target_len, bos_id=tokenizer.bos_id,
                     eos_id=tokenizer.eos_id, beam_size=cfg.generate.beam_size,
-                    length_penalty=cfg.generate.length_penalty)
+                    length_penalty=cfg.generate.length_penalty,
+                    banned=generate.banned_ids(tokenizer))
   ids = generate.cut_at_eos(predict(decode, sources), tokenizer.eos_id)
   return [tokenizer.decode(row).strip() for row in ids]
 
