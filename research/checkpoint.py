@@ -78,6 +78,11 @@ class Checkpoints:
       raise CheckpointError(f"cannot restore {self.directory}/{step}: {first_line(e)}") from e
     return stack_layers(restored.state, abstract_state, layers), restored.data, restored.meta
 
+  def saved_shapes(self, step: int) -> dict[str, tuple[int, ...]]:
+    """{param name: shape} of the checkpoint at `step` (read from its metadata, no arrays)."""
+    return {name: tuple(meta.shape)
+            for name, meta in self.manager.item_metadata(step)["state"]["params"].items()}
+
   def _saved_params(self, step: int, abstract_state) -> set[str]:
     """The param names the checkpoint at `step` holds (read from its metadata, no arrays)."""
     if not (isinstance(abstract_state, dict) and abstract_state.get("params")):

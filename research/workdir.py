@@ -73,18 +73,29 @@ def restore_params(workdir: str, step: int | None = None,
   """(cfg, netdef, params, step) from a workdir's latest (or given) checkpoint.
 
   Restores onto `devices` (default: the first device alone) whatever mesh
-  the run was trained on. The network has the objectives' heads, with no outputs for
-  a task's labels (objectives.heads without num_labels).
+  the run was trained on. Pretraining and fine-tuning workdirs alike: the
+  network has the objectives' heads, a task's labels head sized as saved.
   """
   cfg = load_config(workdir)
   with cfg.unlocked():
     cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = -1, 1, 1
   devices = jax.devices()[:1] if devices is None else devices
-  layout = state_layout(cfg, objectives.heads(cfg.objectives), sharding.make_mesh(cfg, devices))
   ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), async_save=False)
   step = ckpts.latest_step() if step is None else step
   if step is None:
     raise CheckpointError(f"{workdir} has no checkpoint yet")
+  heads = objectives.heads(cfg.objectives, _saved_labels(cfg, ckpts.saved_shapes(step)))
+  layout = state_layout(cfg, heads, sharding.make_mesh(cfg, devices))
   state, _, _ = ckpts.restore(step, layout.abstract)
   ckpts.close()
   return cfg, layout.netdef, state["params"], step
+
+
+def _saved_labels(cfg, shapes: dict) -> int:
+  """How many labels the saved heads a task sizes by its labels have (0: no such head)."""
+  for head, (_, outputs) in objectives.heads(cfg.objectives, num_labels=-1).items():
+    kernel = shapes.get(f"heads/{head}/out/kernel")
+    if outputs == -1 and kernel:
+      return kernel[-1]
+  return 0
+

@@ -148,6 +148,13 @@ def test_finetuning_inherits_every_architecture_field_of_a_trellis_source(tmp_pa
   src_hidden = src_def.merge(src_params).backbone(tokens, token_type_ids=types)
   ft_hidden = ft_def.merge(ft_params).backbone(tokens, token_type_ids=types)
   np.testing.assert_allclose(np.asarray(ft_hidden), np.asarray(src_hidden), atol=1e-5)
+  # A fine-tuning workdir restores like any other (it died on its 0-output head), heads
+  # sized as saved.
+  _, _, params, _ = restore_params(str(tmp_path / "ft"))
+  assert sorted(params) == sorted(ft_params)
+  assert params["heads/classify/out/kernel"].shape == (64, len(results["label_names"]))
+  for name, value in ft_params.items():
+    np.testing.assert_array_equal(np.asarray(params[name]), np.asarray(value))
 
 
 def test_free_fields_are_shared_with_resuming():
