@@ -2,9 +2,10 @@
 
   python -m experiments.benchmark [--config=configs/pretrain/gpt_clm.py:small ...] \\
       [--dtypes=float32,bfloat16] [--references=jax,torch,torch_compile] \\
-      [--steps=5] [--repeats=3] [--config.train.batch_size=32] [--out=bench.json] \\
-      [--markdown=bench.md]
+      [--steps=5] [--repeats=3] [--config.train.batch_size=32] \\
+      [--out=runs/bench/bench.json] [--markdown=runs/bench/bench.md]
 
+The JSON rows and the markdown table go under runs/ (git-ignored) by default.
 `--config` may be repeated; by default the `small` preset of every
 configs/pretrain/*.py (a file without `:PRESET` means its `small`).
 `--config.a.b=V` (or `--set=a.b=V`) changes every config alike, parsed as
@@ -47,8 +48,10 @@ _REFERENCES = flags.DEFINE_list("references", ["jax", "torch", "torch_compile"],
                                 "them (GPT, LSTM/GRU, CNN; jax: GPT only) ('' for none)")
 _STEPS = flags.DEFINE_integer("steps", 5, "timed steps per repeat (after compile and warmup)")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "interleaved repeats; medians are reported")
-_OUT = flags.DEFINE_string("out", "", "where to write the JSON rows ('' = stdout only)")
-_MARKDOWN = flags.DEFINE_string("markdown", "", "where to write the markdown table")
+_OUT = flags.DEFINE_string("out", "runs/bench/bench.json",
+                           "where to write the JSON rows ('' = stdout only)")
+_MARKDOWN = flags.DEFINE_string("markdown", "runs/bench/bench.md",
+                                "where to write the markdown table ('' = nowhere)")
 _SETS = flags.DEFINE_multi_string("set", [], "config change for every config, the same as "
                                   "--config.a.b=V: --set=train.batch_size=32 (repeatable)")
 
@@ -308,13 +311,21 @@ def main(argv, overrides):
     gc.collect()
   text = json.dumps(rows, indent=2)
   if _OUT.value:
-    with open(_OUT.value, "w") as f:
-      f.write(text + "\n")
+    _write(_OUT.value, text + "\n")
   else:
     print(text)
   if _MARKDOWN.value:
-    with open(_MARKDOWN.value, "w") as f:
-      f.write(markdown(rows))
+    _write(_MARKDOWN.value, markdown(rows))
+  written = [path for path in (_OUT.value, _MARKDOWN.value) if path]
+  if written:
+    print(f"wrote {' and '.join(written)}", flush=True)
+
+
+def _write(path: str, text: str) -> None:
+  """Writes `text` to `path`, its folder created if needed (runs/ is git-ignored)."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "w") as f:
+    f.write(text)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ LSTM, CNN = "configs/pretrain/lstm_clm.py", "configs/pretrain/cnn_clm.py"
 
 
 def run_benchmark(tmp_path, *args):
-  out, table = tmp_path / "bench.json", tmp_path / "bench.md"
+  out, table = tmp_path / "bench" / "bench.json", tmp_path / "bench" / "bench.md"  # made
   result = subprocess.run(
       [sys.executable, "-m", "experiments.benchmark", "--steps=1", "--repeats=1",
        f"--out={out}", f"--markdown={table}", *args],
@@ -40,6 +40,15 @@ def test_benchmark_writes_json_and_markdown(tmp_path):
         r["model_flops_per_step"] / r["step_time_s"] / r["matmul_peak_flops"])
   assert rows[1]["trellis_ratio"] > 0
   assert table.count("\n") == 4  # header, rule, two rows
+
+
+def test_by_default_the_benchmark_writes_under_runs():
+  """The README's command wrote bench.json and bench.md into the repository root."""
+  from absl import flags
+
+  from experiments import benchmark  # noqa: F401  (defines the flags)
+  for name in ("out", "markdown"):
+    assert flags.FLAGS[name].default.startswith("runs/bench/"), name
 
 
 def config_args(overrides: dict) -> list[str]:
