@@ -203,6 +203,19 @@ def test_single_objective_perplexity_ignores_its_weight():
   assert out["loss"] == pytest.approx(6.0)  # the weighted objective that is optimised
 
 
+def test_perplexity_is_reported_only_over_the_vocabulary():
+  """BERT runs reported an nsp/perplexity, meaningless for a 2-way choice."""
+  sums = {"mlm/loss": (np.float64(20.0), np.float64(10.0)),
+          "nsp/loss": (np.float64(3.0), np.float64(4.0)),
+          "nsp/accuracy": (np.float64(3.0), np.float64(4.0))}
+  out = objectives.report(sums, {"mlm": 1.0, "nsp": 1.0})
+  assert out["mlm/perplexity"] == pytest.approx(math.exp(2.0))
+  assert "nsp/perplexity" not in out and "perplexity" not in out
+  out = objectives.report({"classify/loss": (np.float64(3.0), np.float64(4.0))},
+                          {"classify": 1.0})
+  assert "perplexity" not in out and "classify/perplexity" not in out
+
+
 def test_grad_norm_reports_the_applied_gradients_only():
   """With every param frozen nothing is applied: the reported norm is 0, not the raw one."""
   tokens, segments, positions = _unequal_rows([32] * 8)

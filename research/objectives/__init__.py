@@ -106,16 +106,21 @@ def report(sums: dict, weights) -> dict[str, float]:
   """Plain floats from metric sums, plus the weighted total `loss`.
 
   `loss` is what training minimises (the weighted sum of the objectives'
-  cross-entropies). `perplexity` is there only for a single objective, where
-  it means something: exp of that objective's own loss, whatever its weight;
-  each objective's own `name/perplexity` is always there.
+  cross-entropies). A perplexity is reported only where it means something:
+  `name/perplexity` for an objective over the vocabulary (clm, mlm, span,
+  seq2seq; not a 2-way NSP or a task head's choice), and `perplexity` for a
+  single such objective: exp of its own loss, whatever its weight.
   """
   out = metrics.summarize({k: v for k, v in sums.items() if not k.endswith("/objective")})
   chosen = active(weights)
+  for name in chosen:
+    if not OBJECTIVES[name].vocab_logits:
+      out.pop(f"{name}/perplexity", None)
   out["loss"] = sum(w * out[f"{name}/loss"] for name, w in chosen.items())
   if len(chosen) == 1:
     name = next(iter(chosen))
-    out["perplexity"] = out[f"{name}/perplexity"]
+    if f"{name}/perplexity" in out:
+      out["perplexity"] = out[f"{name}/perplexity"]
     for key in ("accuracy",):
       if f"{name}/{key}" in out:
         out[key] = out[f"{name}/{key}"]
