@@ -183,8 +183,11 @@ class Trainer:
                                      in_shardings=(self.param_shardings, self.batch_sharding))
     batches = pipeline.eval_batches(arrays, self.cfg.train.batch_size, 0, jax.process_index(),
                                     jax.process_count())
+    # Decoding a split batch by batch can take a minute: a bar, beside the train bar.
+    bar = tqdm(batches, desc="predict", unit="batch", leave=False,
+               disable=jax.process_index() != 0 or len(batches) < 2)
     outs = [multihost_utils.process_allgather(
-        self._predictors[fn](params, self.to_device(b)), tiled=True) for b in batches]
+        self._predictors[fn](params, self.to_device(b)), tiled=True) for b in bar]
     return jax.tree.map(lambda *xs: np.concatenate(xs)[:len(next(iter(arrays.values())))],
                         *outs)
 

@@ -166,3 +166,19 @@ def test_a_workdir_mismatch_names_only_the_fields_that_differ(tmp_path):
   message = str(e.value)
   assert "model.width was 32, now 64" in message and "data.seq_len was 32, now 16" in message
   assert "mlp_dim" not in message and "{" not in message and "\n" not in message, message
+
+
+def _first_token(network, batch):
+  return batch["tokens"][:, 0]
+
+
+def test_predict_over_several_batches_shows_a_progress_bar(capsys):
+  """Translation and summarization evaluation decoded for 40-60 s without a word."""
+  trainer = train.Trainer(resolve(tiny_config(**{"train.batch_size": 8}), 8))
+  params = trainer.init()["params"]
+  arrays = {"tokens": np.arange(20 * 4, dtype=np.int32).reshape(20, 4),
+            "segment_ids": np.ones((20, 4), np.int32)}
+  out = trainer.predict(params, _first_token, arrays)
+  np.testing.assert_array_equal(out, arrays["tokens"][:, 0])
+  err = capsys.readouterr().err
+  assert "predict:" in err and "/3 " in err, err  # a bar over the 3 batches
