@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from absl import flags
@@ -41,6 +42,18 @@ _LOG_DIR = flags.DEFINE_string("process_logs", "", "where processes 1.. write th
 # config fails everywhere) before they are killed.
 _GRACE_S = 5.0
 _TAIL_LINES = 20
+# What gloo (the CPU collectives) prints on stdout once per collective group it connects:
+# not for the user, so process 0's stdout is relayed without it.
+GLOO_NOISE = re.compile(r"^\[Gloo\] Rank \d+ is connected to \d+ peer ranks")
+
+
+def relay(source, sink) -> None:
+  """Copies `source`'s lines to `sink` as they come, but gloo's connection lines."""
+  for line in iter(source.readline, ""):
+    if not GLOO_NOISE.match(line):
+      sink.write(line)
+      sink.flush()
+  source.close()
 
 
 def free_port() -> int:
@@ -78,10 +91,10 @@ class ProcessGroup:
   """The launched processes: started together, watched, and stopped together."""
 
   def __init__(self, commands_and_envs: list, log_dir: str):
-    self.logs, self.procs, self.stopping = [], [], False
+    self.logs, self.procs, self.stopping, self.relays = [], [], False, []
     for index, (command, env) in enumerate(commands_and_envs):
       if index == 0:
-        out = None  # process 0 speaks for the run: inherit this terminal
+        out = None  # process 0 speaks for the run: this terminal (stdout relayed)
       else:
         path = os.path.join(log_dir, f"process_{index}.log")
         self.logs.append(path)
@@ -89,10 +102,15 @@ class ProcessGroup:
       # A session of their own: a terminal's Ctrl-C reaches the launcher
       # alone, which passes it on exactly once.
       self.procs.append(subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=subprocess.STDOUT if out else None,
-                                         start_new_session=True))
+                                         stdout=out or subprocess.PIPE,
+                                         stderr=subprocess.STDOUT if out else None,
+                                         start_new_session=True, text=out is None))
       if out:
         out.close()
+      else:
+        self.relays.append(threading.Thread(target=relay, args=(self.procs[-1].stdout,
+                                                                sys.stdout), daemon=True))
+        self.relays[-1].start()
 
   def stop(self, signum: int) -> None:
     """Passes a stop signal on: each process checkpoints (together) and exits."""
@@ -106,6 +124,12 @@ class ProcessGroup:
 
   def wait(self) -> int:
     """Waits for all; returns 0, or the status of the first process that failed."""
+    status = self._wait()
+    for thread in self.relays:  # every line process 0 wrote is shown before we exit
+      thread.join(timeout=10)
+    return status
+
+  def _wait(self) -> int:
     while True:
       codes = [proc.poll() for proc in self.procs]
       failed = [i for i, c in enumerate(codes) if c not in (None, 0)]

@@ -152,3 +152,15 @@ def test_importing_research_quiets_an_idle_libtpu():
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
   assert done.returncode == 0, done.stderr
   assert "INVALID_ARGUMENT" not in done.stderr and "TPU" not in done.stderr, done.stderr
+
+
+def test_launch_relays_process_0_without_gloo_noise():
+  """`launch` showed 8 `[Gloo] Rank 0 is connected ...` lines a user reads as breakage."""
+  import io
+
+  from experiments import launch
+  source = io.StringIO("[Gloo] Rank 0 is connected to 1 peer ranks. Expected number of "
+                       "connected peer ranks is : 1\n" * 8 + '{\n  "step": 2\n}\n')
+  sink = io.StringIO()
+  launch.relay(source, sink)
+  assert sink.getvalue() == '{\n  "step": 2\n}\n'
