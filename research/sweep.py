@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import statistics
 from typing import NamedTuple
 
 from research.errors import ConfigError
@@ -143,21 +144,41 @@ def summarize(values: list[float]) -> Stats:
   n, nan = len(values), float("nan")
   if n == 0:
     return Stats(0, nan, nan, nan, nan)
-  mean = sum(values) / n
+  if not all(math.isfinite(v) for v in values):  # a diverged run: inf or NaN, no spread
+    return Stats(n, sum(values) / n, nan, nan, nan)
+  # The statistics module sums exactly and rounds once: the figures the reproductions
+  # (experiments/reproductions) have always printed, to the last digit.
+  mean = float(statistics.mean(values))
   if n == 1:
     return Stats(1, mean, nan, nan, nan)
-  std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+  std = statistics.stdev(values)
   half = t_critical(n - 1) * std / math.sqrt(n)
   return Stats(n, mean, std, mean - half, mean + half)
 
 
+def _lookup(tree, parts: list[str]):
+  """(True, value) of the `/`-joined path `parts` in nested dicts, else (False, None).
+
+  A key may itself hold a `/` (an objective's metrics: `mlm/accuracy`), so the
+  longest key that matches is tried first at every level.
+  """
+  for i in range(len(parts), 0, -1):
+    key = "/".join(parts[:i])
+    if isinstance(tree, dict) and key in tree:
+      if i == len(parts):
+        return True, tree[key]
+      found, value = _lookup(tree[key], parts[i:])
+      if found:
+        return True, value
+  return False, None
+
+
 def read_metric(results: dict, metric: str) -> float:
-  """`metric` from a results.json dict; `test/accuracy` reaches into nested dicts."""
-  value = results
-  for part in metric.split("/"):
-    if not isinstance(value, dict) or part not in value:
-      raise KeyError(f"results.json has no {metric!r}")
-    value = value[part]
+  """`metric` from a results.json dict; `test/accuracy` reaches into nested dicts, and
+  `mlm/accuracy` reads an objective's metric (a key with a `/`), as metric_names lists it."""
+  found, value = _lookup(results, metric.split("/"))
+  if not found:
+    raise KeyError(f"results.json has no {metric!r}")
   if not isinstance(value, (int, float)) or isinstance(value, bool):
     raise KeyError(f"results.json's {metric!r} is not a number")
   return float(value)

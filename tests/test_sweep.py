@@ -70,6 +70,19 @@ def test_statistics_match_hand_computed_values():
   assert sweep.summarize([]).n == 0
 
 
+def test_statistics_are_the_exactly_rounded_ones_the_reproductions_print():
+  import statistics
+  # MR test accuracies of three seeds (experiments/reproductions/README.md, reproduction 3):
+  # a float sum gives 0.6774999999999999, the exact mean 0.6775.
+  values = [0.6325, 0.71, 0.69]
+  s = sweep.summarize(values)
+  assert s.mean == statistics.mean(values) == 0.6775
+  assert s.std == statistics.stdev(values)  # sample std, n - 1, as the tables were computed
+  assert f"{s.mean:.3f} ± {s.std:.3f}" == "0.677 ± 0.040"
+  diverged = sweep.summarize([float("inf"), 1.0])  # no exception on a diverged run's value
+  assert diverged.n == 2 and diverged.mean == float("inf") and math.isnan(diverged.std)
+
+
 def test_t_table_without_scipy_agrees(monkeypatch):
   with_scipy = [sweep.t_critical(df) for df in (1, 2, 4, 9, 29)]
   monkeypatch.setitem(sys.modules, "scipy", None)  # import scipy now raises ImportError
@@ -87,6 +100,13 @@ def test_read_metric_reaches_nested_results():
     with pytest.raises(KeyError):
       sweep.read_metric(results, missing)
   assert sweep.metric_names(results) == ["loss", "test/accuracy"]
+  # An objective's metrics are keys with a `/` (results.json of an MLM pretraining);
+  # metric_names lists them and read_metric reads them, nested or not.
+  mlm = {"mlm/accuracy": 0.4, "loss": 2.5, "test": {"mlm/loss": 3.0}}
+  assert sweep.metric_names(mlm) == ["mlm/accuracy", "loss", "test/mlm/loss"]
+  assert [sweep.read_metric(mlm, m) for m in sweep.metric_names(mlm)] == [0.4, 2.5, 3.0]
+  with pytest.raises(KeyError):
+    sweep.read_metric(mlm, "mlm/f1")
 
 
 def _results(values: dict) -> list:

@@ -1,7 +1,7 @@
 """Transformer vs LSTM vs gated CNN language models at equal parameters and equal tokens.
 
-  python -m experiments.reproductions.arch_ablation --workdir=runs/arch_ablation \
-      [--seeds=0,1,2 --steps=300 --preset=small --corpus=shakespeare]
+  python -m experiments.reproductions.arch_ablation [--workdir=runs/repro_arch_ablation \
+      --seeds=0,1,2 --steps=200 --preset=small --corpus=shakespeare]
 
 Pretrains the `--preset` presets of configs/pretrain/gpt_clm.py (Transformer
 decoder), lstm_clm.py (LSTM) and cnn_clm.py (gated dilated CNN, Dauphin et
@@ -13,8 +13,12 @@ the Transformer's where they do not, so every model sees the same tokens in
 the same order for a given seed. Prints, per architecture, the parameter
 count, the eval perplexity of each seed on the whole held-out split, and
 their mean ± std, beside the tokens seen and the add-one unigram
-perplexity of the eval split (the floor any model must beat). Every run is
-resumable, so an interrupted reproduction continues; the table also goes to
+perplexity of the eval split (the floor any model must beat). The defaults
+are the settings of the results table in experiments/reproductions/README.md.
+Every run is resumable, so an interrupted reproduction continues, and a
+finished one is reported from its results.json (nothing is compiled); a
+workdir made with other settings is refused with one line (see
+experiments/reproductions/__init__.py). The table also goes to
 WORKDIR/summary.md and the numbers to WORKDIR/summary.json.
 """
 
@@ -23,11 +27,16 @@ import os
 from absl import flags
 
 from experiments import cli, reproductions
+from research import sweep
 
 # Architecture -> its config module in configs/pretrain.
 ARCHS = {"transformer": "gpt_clm", "lstm": "lstm_clm", "cnn": "cnn_clm"}
 # Fields that must agree between the architectures' configs for the comparison to be fair.
 SHARED = ("data", "train", "objectives", "objective_options", "mesh")
+# The config fields a run's config.json is checked for, and the flags that set them.
+FLAGS = {"train.steps": "--steps", "data.source": "--corpus"}
+DEFAULTS = {"workdir": "runs/repro_arch_ablation", "seeds": ["0", "1", "2"], "steps": 200,
+            "preset": "small", "corpus": "shakespeare"}
 
 
 def configs(preset: str, steps: int, corpus: str) -> tuple[dict, list[str]]:
@@ -66,12 +75,17 @@ def run(workdir: str, seeds, steps: int, preset: str = "small",
 
   The summary (also WORKDIR/summary.json, and its table WORKDIR/summary.md)
   holds per architecture the parameter count and eval perplexity per seed
-  with mean and std, and the tokens seen and unigram perplexity they share.
+  with mean, std and 95% interval (sweep.summarize), and the tokens seen and
+  unigram perplexity they share. A finished run is read from its
+  results.json; a workdir made with other settings raises a ConfigError
+  before anything runs.
   """
-  from research import train
-
   seeds = [int(s) for s in seeds]
   cfgs, forced = configs(preset, steps, corpus)
+  reproductions.check_workdir(
+      workdir, "arch_ablation",
+      {"preset": preset, "steps": steps, "seeds": seeds, "corpus": corpus},
+      [(_run_dir(workdir, arch, seed), cfg, FLAGS) for arch, cfg in cfgs.items() for seed in seeds])
   t, d = cfgs["transformer"].train, cfgs["transformer"].data
   summary = {"corpus": corpus, "preset": preset, "steps": steps, "seeds": seeds,
              "batch_size": t.batch_size, "seq_len": d.seq_len, "vocab_size": d.vocab_size,
@@ -82,25 +96,35 @@ def run(workdir: str, seeds, steps: int, preset: str = "small",
            "perplexity": [], "loss": []}
     for seed in seeds:
       cfg.seed = seed
-      run_dir = os.path.join(workdir, f"{arch}_seed{seed}")
-      result = train.pretrain(cfg, run_dir)
+      result = reproductions.run_or_report(_pretrain, cfg, _run_dir(workdir, arch, seed),
+                                           "perplexity")
       row["params"] = result["num_params"]
-      row["perplexity"].append(result["perplexity"])
-      row["loss"].append(result["loss"])
-      summary["unigram_perplexity"] = result["unigram_perplexity"]
-    row["mean"], row["std"] = reproductions.mean_std(row["perplexity"])
+      row["perplexity"].append(sweep.read_metric(result, "perplexity"))
+      row["loss"].append(sweep.read_metric(result, "loss"))
+      summary["unigram_perplexity"] = sweep.read_metric(result, "unigram_perplexity")
+    row.update(reproductions.spread(row["perplexity"]))
     summary["archs"][arch] = row
   reproductions.write_summary(workdir, summary, table(summary))
   return summary
 
 
-def define_flags() -> None:
+def _run_dir(workdir: str, arch: str, seed: int) -> str:
+  return os.path.join(workdir, f"{arch}_seed{seed}")
+
+
+def _pretrain(cfg, run_dir: str) -> dict:
+  from research import train
+  return train.pretrain(cfg, run_dir)
+
+
+def define_flags(flag_values=flags.FLAGS) -> None:
   """The command line (defined only when run as a script, so tests can import run)."""
-  flags.DEFINE_string("workdir", "runs/arch_ablation", "where the runs go")
-  flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds (params, data order, dropout)")
-  flags.DEFINE_integer("steps", 300, "training steps per run")
-  flags.DEFINE_string("preset", "small", "preset of gpt_clm, lstm_clm and cnn_clm")
-  flags.DEFINE_string("corpus", "shakespeare", "built-in corpus (data.source)")
+  d, fv = DEFAULTS, {"flag_values": flag_values}
+  flags.DEFINE_string("workdir", d["workdir"], "where the runs go", **fv)
+  flags.DEFINE_list("seeds", d["seeds"], "seeds (params, data order, dropout)", **fv)
+  flags.DEFINE_integer("steps", d["steps"], "training steps per run", **fv)
+  flags.DEFINE_string("preset", d["preset"], "preset of gpt_clm, lstm_clm and cnn_clm", **fv)
+  flags.DEFINE_string("corpus", d["corpus"], "built-in corpus (data.source)", **fv)
 
 
 def main(argv, overrides):

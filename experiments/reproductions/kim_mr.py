@@ -1,7 +1,7 @@
 """Sentence classification in the style of Kim (2014): CNN vs LSTM vs Transformer on MR.
 
-  python -m experiments.reproductions.kim_mr --workdir=runs/kim_mr \
-      [--seeds=0,1,2 --steps=400 --preset=small]
+  python -m experiments.reproductions.kim_mr [--workdir=runs/repro_kim_mr \
+      --seeds=0,1,2 --steps=300 --preset=small]
 
 Trains three encoders of about the same parameter count from random
 initialisation (Kim's "CNN-rand" setting: no pretrained word vectors) on the
@@ -17,8 +17,12 @@ architecture the parameter count, the test accuracy of each seed and their
 mean ± std, beside the majority-class accuracy of the test split. The built-in MR
 is a 4,000-sentence subset of Pang & Lee's 10,662 with fixed 80/10/10 splits,
 so Kim's 76.1% for CNN-rand (10-fold cross-validation on the full set) is a
-reference, not a like-for-like target. Every run is resumable; the table also
-goes to WORKDIR/summary.md and the numbers to WORKDIR/summary.json.
+reference, not a like-for-like target. The defaults are the settings of the
+results table in experiments/reproductions/README.md. Every run is resumable,
+and a finished one is reported from its results.json (nothing is compiled);
+a workdir made with other settings is refused with one line (see
+experiments/reproductions/__init__.py). The table also goes to
+WORKDIR/summary.md and the numbers to WORKDIR/summary.json.
 """
 
 import collections
@@ -27,10 +31,15 @@ import os
 from absl import flags
 
 from experiments import cli, reproductions
+from research import sweep
 
 # Architecture -> its configs/finetune/mr.py preset, "{}" standing for --preset.
 ARCHS = {"cnn": "cnn_{}", "lstm": "lstm_{}", "transformer": "{}"}
 SHARED = ("data", "train", "objective_options", "task", "init_from")
+# The config fields a run's config.json is checked for, and the flags that set them.
+FLAGS = {"train.steps": "--steps"}
+DEFAULTS = {"workdir": "runs/repro_kim_mr", "seeds": ["0", "1", "2"], "steps": 300,
+            "preset": "small"}
 
 
 def configs(preset: str, steps: int) -> tuple[dict, list[str]]:
@@ -70,12 +79,15 @@ def run(workdir: str, seeds, steps: int, preset: str = "small") -> dict:
   The summary (also WORKDIR/summary.json, and its table WORKDIR/summary.md)
   holds per architecture the parameter count and, per seed, the test
   accuracy of the best validation checkpoint, its validation accuracy and
-  step, with the test accuracies' mean and std.
+  step, with the test accuracies' mean, std and 95% interval (sweep.summarize).
+  A finished run is read from its results.json; a workdir made with other
+  settings raises a ConfigError before anything runs.
   """
-  from research import finetune
-
   seeds = [int(s) for s in seeds]
   cfgs, forced = configs(preset, steps)
+  reproductions.check_workdir(
+      workdir, "kim_mr", {"preset": preset, "steps": steps, "seeds": seeds},
+      [(_run_dir(workdir, arch, seed), cfg, FLAGS) for arch, cfg in cfgs.items() for seed in seeds])
   reference = cfgs["transformer"]
   summary = {"preset": preset, "steps": steps, "seeds": seeds,
              "batch_size": reference.train.batch_size, "seq_len": reference.data.seq_len,
@@ -86,25 +98,35 @@ def run(workdir: str, seeds, steps: int, preset: str = "small") -> dict:
            "test_accuracy": [], "validation_accuracy": [], "best_step": [], "steps_run": []}
     for seed in seeds:
       cfg.seed = seed
-      run_dir = os.path.join(workdir, f"{arch}_seed{seed}")
-      result = finetune.finetune(cfg, run_dir)
+      result = reproductions.run_or_report(_finetune, cfg, _run_dir(workdir, arch, seed),
+                                           "test/accuracy")
       row["params"] = result["num_params"]
-      row["test_accuracy"].append(result["test"]["accuracy"])
-      row["validation_accuracy"].append(result["best_value"])
+      row["test_accuracy"].append(sweep.read_metric(result, "test/accuracy"))
+      row["validation_accuracy"].append(sweep.read_metric(result, "best_value"))
       row["best_step"].append(result["best_step"])
       row["steps_run"].append(result["step"])
-    row["mean"], row["std"] = reproductions.mean_std(row["test_accuracy"])
+    row.update(reproductions.spread(row["test_accuracy"]))
     summary["archs"][arch] = row
   reproductions.write_summary(workdir, summary, table(summary))
   return summary
 
 
-def define_flags() -> None:
+def _run_dir(workdir: str, arch: str, seed: int) -> str:
+  return os.path.join(workdir, f"{arch}_seed{seed}")
+
+
+def _finetune(cfg, run_dir: str) -> dict:
+  from research import finetune
+  return finetune.finetune(cfg, run_dir)
+
+
+def define_flags(flag_values=flags.FLAGS) -> None:
   """The command line (defined only when run as a script, so tests can import run)."""
-  flags.DEFINE_string("workdir", "runs/kim_mr", "where the runs go")
-  flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds (params, data order, dropout)")
-  flags.DEFINE_integer("steps", 400, "training steps per run")
-  flags.DEFINE_string("preset", "small", "tiny or small (configs/finetune/mr.py)")
+  d, fv = DEFAULTS, {"flag_values": flag_values}
+  flags.DEFINE_string("workdir", d["workdir"], "where the runs go", **fv)
+  flags.DEFINE_list("seeds", d["seeds"], "seeds (params, data order, dropout)", **fv)
+  flags.DEFINE_integer("steps", d["steps"], "training steps per run", **fv)
+  flags.DEFINE_string("preset", d["preset"], "tiny or small (configs/finetune/mr.py)", **fv)
 
 
 def main(argv, overrides):

@@ -1,8 +1,8 @@
 """Does pretraining help? An MLM-pretrained Transformer vs the same model from scratch, on MR.
 
-  python -m experiments.reproductions.pretrain_vs_scratch --workdir=runs/pretrain_vs_scratch \
-      [--seeds=0,1,2 --corpus=bbc_news --pretrain_steps=8000 --finetune_steps=300 \
-       --pooling=mean --position=rope]
+  python -m experiments.reproductions.pretrain_vs_scratch \
+      [--workdir=runs/repro_pretrain_vs_scratch --seeds=0,1,2 --corpus=bbc_news \
+       --pretrain_steps=8000 --finetune_steps=300 --pooling=mean --position=rope]
 
 Pretrains bert_mlm_nsp:small with MLM alone on a built-in corpus (BBC News:
 modern prose, like MR's movie reviews; Shakespeare or the KJV share too
@@ -10,8 +10,13 @@ little vocabulary with MR for a few thousand steps to help), then fine-tunes
 configs/finetune/mr.py:small from it and from random initialisation with the
 same tokenizer, steps, hyper-parameters and seeds, and prints the MR test
 accuracy of each (best validation checkpoint) with mean and standard
-deviation, and the paired (same seed) differences. Every run is resumable,
-so an interrupted reproduction continues.
+deviation, and the paired (same seed) differences. The defaults are the
+settings of the results table in experiments/reproductions/README.md. Every
+run is resumable, so an interrupted reproduction continues, and a finished
+one is reported from its results.json (nothing is compiled); a workdir made
+with other settings is refused with one line (see
+experiments/reproductions/__init__.py; --pooling may differ: each pooling
+has its own fine-tuning runs beside the one pretraining).
 
 Both models use rotary positions (`--position=rope`, BERT's learned position
 embeddings with `learned`). With learned positions this small encoder sat on
@@ -31,8 +36,17 @@ import os
 from absl import flags
 
 from experiments import cli, reproductions
+from research import sweep
 
 ARMS = ("pretrained", "scratch")
+MLM_EVAL = ("mlm/accuracy", "mlm/loss")  # the pretraining's held-out figures in the summary
+# The config fields each run's config.json is checked for, and the flags that set them.
+PRETRAIN_FLAGS = {"train.steps": "--pretrain_steps", "data.source": "--corpus",
+                  "model.position": "--position"}
+FINETUNE_FLAGS = {"train.steps": "--finetune_steps", "model.position": "--position"}
+DEFAULTS = {"workdir": "runs/repro_pretrain_vs_scratch", "seeds": ["0", "1", "2"],
+            "corpus": "bbc_news", "pretrain_steps": 8000, "finetune_steps": 300,
+            "preset": "small", "pooling": "mean", "position": "rope"}
 
 
 def configs(preset: str, corpus: str, pretrain_steps: int, finetune_steps: int,
@@ -72,40 +86,48 @@ def run(workdir: str, seeds, pretrain_steps: int, finetune_steps: int, preset: s
   The summary (also WORKDIR/summary[_<pooling>].json and .md) holds the
   pretraining's held-out MLM figures and, per arm and seed, the test
   accuracy of the best validation checkpoint, its validation accuracy and
-  step, with mean and std, and the paired differences pretrained - scratch.
+  step, with mean, std and 95% interval (sweep.summarize), and the paired
+  differences pretrained - scratch. A finished run is read from its
+  results.json; a workdir made with other settings (but --pooling) raises a
+  ConfigError before anything runs.
   """
-  from research import finetune, train
-
   seeds = [int(s) for s in seeds]
   pre_cfg, fine = configs(preset, corpus, pretrain_steps, finetune_steps, pooling, position)
   pretrained = os.path.join(workdir, "pretrain_mlm")
-  pre = train.pretrain(pre_cfg, pretrained)
+  suffix = "" if pooling == "auto" else f"_{pooling}"
+  run_dir = lambda arm, seed: os.path.join(workdir, f"mr_{arm}_seed{seed}{suffix}")
+  reproductions.check_workdir(
+      workdir, "pretrain_vs_scratch",
+      {"preset": preset, "corpus": corpus, "pretrain_steps": pretrain_steps,
+       "finetune_steps": finetune_steps, "position": position, "seeds": seeds},
+      [(pretrained, pre_cfg, PRETRAIN_FLAGS)]
+      + [(run_dir(arm, seed), cfg, FINETUNE_FLAGS) for arm, cfg in fine.items() for seed in seeds])
+  pre = reproductions.run_or_report(_pretrain, pre_cfg, pretrained, "loss")
   # Both arms use the pretraining run's tokenizer: only the initial weights differ.
   fine["pretrained"].init_from = pretrained
   fine["scratch"].data.tokenizer = os.path.join(pretrained, "tokenizer.model")
   fine["scratch"].data.vocab_size = pre_cfg.data.vocab_size
-  suffix = "" if pooling == "auto" else f"_{pooling}"
   summary = {"preset": preset, "corpus": corpus, "pretrain_steps": pretrain_steps,
              "finetune_steps": finetune_steps, "pooling": pooling, "position": position,
              "seeds": seeds,
-             "pretrain_mlm_eval": {k: pre[k] for k in ("mlm/accuracy", "mlm/loss") if k in pre},
+             "pretrain_mlm_eval": {k: sweep.read_metric(pre, k) for k in MLM_EVAL
+                                   if k in sweep.metric_names(pre)},
              "arms": {}}
   for arm, cfg in fine.items():
     row = {"test_accuracy": [], "validation_accuracy": [], "best_step": [], "lineage": []}
     for seed in seeds:
       cfg.seed = seed
-      result = finetune.finetune(cfg, os.path.join(workdir, f"mr_{arm}_seed{seed}{suffix}"))
+      result = reproductions.run_or_report(_finetune, cfg, run_dir(arm, seed), "test/accuracy")
       row["params"] = result["num_params"]
-      row["test_accuracy"].append(result["test"]["accuracy"])
-      row["validation_accuracy"].append(result["best_value"])
+      row["test_accuracy"].append(sweep.read_metric(result, "test/accuracy"))
+      row["validation_accuracy"].append(sweep.read_metric(result, "best_value"))
       row["best_step"].append(result["best_step"])
       row["lineage"].append(result.get("lineage"))
-    row["mean"], row["std"] = reproductions.mean_std(row["test_accuracy"])
+    row.update(reproductions.spread(row["test_accuracy"]))
     summary["arms"][arm] = row
   gains = [p - s for p, s in zip(summary["arms"]["pretrained"]["test_accuracy"],
                                  summary["arms"]["scratch"]["test_accuracy"])]
-  mean, std = reproductions.mean_std(gains)
-  summary["paired_gain"] = {"per_seed": gains, "mean": mean, "std": std}
+  summary["paired_gain"] = {"per_seed": gains, **reproductions.spread(gains)}
   reproductions.write_summary(workdir, summary, table(summary), f"summary{suffix}")
   return summary
 
@@ -125,17 +147,30 @@ def table(summary: dict) -> str:
   return "\n".join(lines)
 
 
-def define_flags() -> None:
+def _pretrain(cfg, run_dir: str) -> dict:
+  from research import train
+  return train.pretrain(cfg, run_dir)
+
+
+def _finetune(cfg, run_dir: str) -> dict:
+  from research import finetune
+  return finetune.finetune(cfg, run_dir)
+
+
+def define_flags(flag_values=flags.FLAGS) -> None:
   """The command line (defined only when run as a script, so tests can import run)."""
-  flags.DEFINE_string("workdir", "runs/pretrain_vs_scratch", "where the runs go")
-  flags.DEFINE_list("seeds", ["0", "1", "2"], "fine-tuning seeds")
-  flags.DEFINE_string("corpus", "bbc_news", "built-in corpus to pretrain on")
-  flags.DEFINE_integer("pretrain_steps", 8000, "MLM pretraining steps")
-  flags.DEFINE_integer("finetune_steps", 300, "MR fine-tuning steps per run")
-  flags.DEFINE_string("preset", "small", "preset of both configs (tiny or small)")
-  flags.DEFINE_enum("pooling", "mean", ["auto", "mean"],
-                    "objective_options.pooling of the MR classifier (auto: <cls>)")
-  flags.DEFINE_enum("position", "rope", ["rope", "learned"], "model.position of both models")
+  d, fv = DEFAULTS, {"flag_values": flag_values}
+  flags.DEFINE_string("workdir", d["workdir"], "where the runs go", **fv)
+  flags.DEFINE_list("seeds", d["seeds"], "fine-tuning seeds", **fv)
+  flags.DEFINE_string("corpus", d["corpus"], "built-in corpus to pretrain on", **fv)
+  flags.DEFINE_integer("pretrain_steps", d["pretrain_steps"], "MLM pretraining steps", **fv)
+  flags.DEFINE_integer("finetune_steps", d["finetune_steps"], "MR fine-tuning steps per run",
+                       **fv)
+  flags.DEFINE_string("preset", d["preset"], "preset of both configs (tiny or small)", **fv)
+  flags.DEFINE_enum("pooling", d["pooling"], ["auto", "mean"],
+                    "objective_options.pooling of the MR classifier (auto: <cls>)", **fv)
+  flags.DEFINE_enum("position", d["position"], ["rope", "learned"],
+                    "model.position of both models", **fv)
 
 
 def main(argv, overrides):
