@@ -64,6 +64,12 @@ def tree_shardings(axes_tree: dict, shapes_tree: dict, mesh: Mesh, rules) -> dic
           for name in shapes_tree}
 
 
+def array_layout(mesh: Mesh, rules):
+  """(logical axes, shape) -> NamedSharding: what models.layers.constrain places by."""
+  return lambda axes, shape: NamedSharding(mesh, logical_spec(axes, shape, mesh, rules,
+                                                              "an activation"))
+
+
 def batch_sharding(mesh: Mesh, rules) -> NamedSharding:
   """Rows of a batch split over the batch axes; the rest replicated."""
   return NamedSharding(mesh, logical_spec(("batch",), (mesh.size,), mesh, rules))

@@ -7,6 +7,7 @@ it, with shardings and donation. `train_and_evaluate` is the loop: log,
 evaluate, checkpoint, resume; `pretrain` is a whole pretraining run.
 """
 
+import functools
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from research.checkpoint import BestParams, Checkpoints, check_params
 from research.data import pipeline
 from research.errors import Interrupted, TrainingError
 from research.metric_log import MetricLog
+from research.models import layers
 from research.objectives.base import Context, Vocab
 from research.workdir import check_workdir, prepare_workdir, resolve
 
@@ -126,13 +128,24 @@ class Trainer:
     step = jax.tree_util.Partial(train_step, netdef=self.netdef, loss_fn=self.loss_fn,
                                  tx=layout.tx, microbatches=cfg.train.microbatches,
                                  lr_factors=factors if optim.any_frozen(factors) else None)
-    self._step = jax.jit(lambda s, b: step(s, b), donate_argnums=0,
+    self._layout = sharding.array_layout(self.mesh, dict(cfg.mesh.rules))
+    self._step = jax.jit(self._laid_out(step), donate_argnums=0,
                          in_shardings=(self.state_shardings, self.batch_sharding),
                          out_shardings=(self.state_shardings, None))
-    self._eval = jax.jit(lambda p, b: eval_step(p, b, netdef=self.netdef, loss_fn=self.loss_fn),
+    self._eval = jax.jit(self._laid_out(functools.partial(eval_step, netdef=self.netdef,
+                                                          loss_fn=self.loss_fn)),
                          in_shardings=(self.param_shardings, self.batch_sharding))
     self.compiled_step = None
     self._predictors = {}
+
+  def _laid_out(self, fn: Callable) -> Callable:
+    """fn traced with the mesh's layout, so layers.constrain places arrays on it."""
+
+    def traced(*args):
+      with layers.laid_out(self._layout):
+        return fn(*args)
+
+    return traced
 
   def init(self, initial_params: dict | None = None):
     """A fresh state; `initial_params` (name -> array, a subset) replaces those params.
@@ -179,7 +192,7 @@ class Trainer:
     `functools.partial(trainer.predict, params)` is what tasks evaluate with.
     """
     if fn not in self._predictors:
-      self._predictors[fn] = jax.jit(lambda p, b: fn(self.netdef.merge(p), b),
+      self._predictors[fn] = jax.jit(self._laid_out(lambda p, b: fn(self.netdef.merge(p), b)),
                                      in_shardings=(self.param_shardings, self.batch_sharding))
     batches = pipeline.eval_batches(arrays, self.cfg.train.batch_size, 0, jax.process_index(),
                                     jax.process_count())

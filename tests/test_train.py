@@ -182,3 +182,17 @@ def test_predict_over_several_batches_shows_a_progress_bar(capsys):
   np.testing.assert_array_equal(out, arrays["tokens"][:, 0])
   err = capsys.readouterr().err
   assert "predict:" in err and "/3 " in err, err  # a bar over the 3 batches
+
+
+def test_a_data_fsdp_tensor_mesh_compiles_without_involuntary_rematerialization(capfd,
+                                                                                  synthetic_data):
+  """Lookups into FSDP-sharded tables (tokens, learned positions, token types) made XLA
+  replicate their whole [B, T, D] output, warning on the README's mesh example."""
+  cfg = resolve(tiny_config(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2,
+                               "model.kind": "encoder", "model.position": "learned",
+                               "model.type_vocab_size": 2, "objectives": {"mlm": 1.0}}), 8)
+  trainer = train.Trainer(cfg)
+  batch = {k: v[:cfg.train.batch_size] for k, v in synthetic_data().train.items()}
+  trainer.compile(trainer.init(), batch)
+  err = capfd.readouterr().err
+  assert "Involuntary full rematerialization" not in err, err[-2000:]

@@ -47,7 +47,8 @@ class Backbone(nnx.Module):
     """Token embeddings [B, T, D], plus learned positions and token types where present."""
     x = self.embed(tokens)
     if hasattr(self, "pos_embed"):
-      x = x + jnp.take(self.pos_embed[...], positions, axis=0).astype(x.dtype)
+      table = layers.constrain(self.pos_embed[...], ("length", None))  # as Embedder's
+      x = x + jnp.take(table, positions, axis=0).astype(x.dtype)
     return layers.add_token_types(self, x, token_type_ids)
 
   def logits(self, hidden):

@@ -9,6 +9,8 @@ take bfloat16 inputs and accumulate in float32 (`preferred_element_type`),
 while norms, softmax and logits stay in float32.
 """
 
+import contextlib
+import contextvars
 import math
 
 import jax
@@ -25,6 +27,29 @@ REMAT_POLICIES = {
     "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
     "full": jax.checkpoint_policies.nothing_saveable,
 }
+
+# How arrays are laid out on the mesh while a sharded program is traced: a function
+# (logical axes, shape) -> sharding, set by the Trainer (research/sharding.py makes it).
+# Unset (one device, generation, tests of a bare model) nothing is constrained.
+_LAYOUT = contextvars.ContextVar("trellis_layout", default=None)
+
+
+@contextlib.contextmanager
+def laid_out(layout):
+  """Within it, `constrain` places arrays by `layout(logical_axes, shape)`."""
+  token = _LAYOUT.set(layout)
+  try:
+    yield
+  finally:
+    _LAYOUT.reset(token)
+
+
+def constrain(x, logical_axes: tuple):
+  """x laid out by its logical axes on the mesh being traced for (as is, without one)."""
+  layout = _LAYOUT.get()
+  return x if layout is None else jax.lax.with_sharding_constraint(x, layout(logical_axes,
+                                                                             x.shape))
+
 
 # model.attention -> `implementation` of jax.nn.dot_product_attention (None: JAX chooses).
 ATTENTION_IMPLEMENTATIONS = {"auto": None, "xla": "xla", "cudnn": "cudnn"}
@@ -91,7 +116,11 @@ class Embedder(nnx.Module):
         axes=("vocab", "embed"))
 
   def __call__(self, tokens):
-    return jnp.take(self.embedding[...], tokens, axis=0).astype(self.dtype)
+    # A lookup reads whole rows: the table's embed dim (FSDP shards it) is gathered
+    # first. Gathering from the sharded table made XLA replicate the whole [B, T, D]
+    # output ("Involuntary full rematerialization" on a data x fsdp mesh).
+    table = constrain(self.embedding[...], ("vocab", None))
+    return jnp.take(table, tokens, axis=0).astype(self.dtype)
 
   def attend(self, hidden):
     """Logits against every embedding row, in float32."""
@@ -118,9 +147,10 @@ def add_token_types(model, x, token_type_ids):
       raise ValueError(f"{type(model).__name__} has no token-type embeddings "
                        "(an encoder with model.type_vocab_size > 0 has)")
     return x
+  table = constrain(table[...], (None, None))  # whole rows, as Embedder's lookup
   if token_type_ids is None:
-    return x + table[...][0].astype(x.dtype)
-  return x + jnp.take(table[...], token_type_ids, axis=0).astype(x.dtype)
+    return x + table[0].astype(x.dtype)
+  return x + jnp.take(table, token_type_ids, axis=0).astype(x.dtype)
 
 
 def vocab_logits(model, hidden):
