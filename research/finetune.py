@@ -124,13 +124,9 @@ def _selected_params(trainer: train.Trainer, workdir: str):
   return params
 
 
-def finetune(cfg, workdir: str) -> dict:
-  """Fine-tunes per `cfg` in `workdir` (resumable); returns the results.
-
-  Results hold the best validation metrics under "validation" and the test
-  metrics of the best checkpoint under "test"; also in workdir/results.json.
-  Raises errors.Interrupted as train_and_evaluate does.
-  """
+def task_config(cfg):
+  """(the task, `cfg` as its fine-tuning runs it): the task's objective alone, and its
+  metric selecting the best checkpoint unless train.best_metric says otherwise."""
   if cfg.task not in TASKS:
     raise ConfigError(f"task={cfg.task!r} is not one of {', '.join(sorted(TASKS))}")
   task = TASKS[cfg.task]
@@ -139,6 +135,17 @@ def finetune(cfg, workdir: str) -> dict:
     cfg.objectives = config_lib.ml_collections.ConfigDict({task.objective: 1.0})
     if not cfg.train.best_metric:
       cfg.train.best_metric = task.metric
+  return task, cfg
+
+
+def finetune(cfg, workdir: str) -> dict:
+  """Fine-tunes per `cfg` in `workdir` (resumable); returns the results.
+
+  Results hold the best validation metrics under "validation" and the test
+  metrics of the best checkpoint under "test"; also in workdir/results.json.
+  Raises errors.Interrupted as train_and_evaluate does.
+  """
+  task, cfg = task_config(cfg)
   task_data = load_task_data(task.kind, cfg.data)
   heads = objectives.heads(cfg.objectives, len(task_data.label_names or ()))
   source = load_source(cfg, heads)

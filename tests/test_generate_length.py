@@ -27,16 +27,6 @@ def gpt_run(tmp_path_factory):
   return workdir
 
 
-def test_the_readme_command_fills_the_room_left(gpt_run):
-  result = run_cli("experiments.generate", f"--workdir={gpt_run}", "--prompt", "To be")
-  assert result.returncode == 0, result.stderr[-2000:]
-  assert result.stdout.startswith("[step 2] To be"), result.stdout
-  notes = [line for line in result.stderr.splitlines() if line.startswith("trellis:")]
-  # "To be" is 2 tokens after <s>: 64 - 3 = 61 left.
-  assert notes == ["trellis: max_new_tokens not set: generating up to 61 tokens, the room "
-                   "model.max_len=64 leaves after the prompt's 3 tokens (with <s>)"], result.stderr
-
-
 def test_unset_max_new_tokens_continues_each_prompt_to_max_len(gpt_run, capsys, monkeypatch):
   prompts = ["To be", "ROMEO. What light through yonder window"]
   tokenizer = Tokenizer(gpt_run / "tokenizer.model")
