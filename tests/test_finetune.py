@@ -49,21 +49,17 @@ def test_finetune_from_a_pretrained_run_records_lineage(tmp_path):
                    '--config.objectives={"mlm": 1}')
   assert result.returncode == 0, result.stderr[-3000:]
   out = tmp_path / "mr"
-  result = run_cli("experiments.finetune", "--config=configs/finetune/mr.py:tiny",
-                   f"--workdir={out}", f"--config.init_from={pre}", *FAST)
-  assert result.returncode == 0, result.stderr[-3000:]
-  lineage = json.loads((out / "results.json").read_text())["lineage"]
-  assert lineage["source"] == str(pre) and lineage["step"] == 4 and lineage["config_hash"]
   # The source fixes the architecture, kind included (a GPT run under the encoder preset
   # needed --config.model.kind=decoder): the config's other kind is named, not an error.
   result = run_cli("experiments.finetune", "--config=configs/finetune/mr.py:tiny",
-                   f"--workdir={tmp_path / 'other'}", f"--config.init_from={pre}",
+                   f"--workdir={out}", f"--config.init_from={pre}",
                    "--config.model.kind=decoder", *FAST)
   assert result.returncode == 0, result.stderr[-3000:]
   assert (f"init_from={pre} is a transformer encoder: this run fine-tunes it as one (the "
           "config said model.arch=transformer model.kind=decoder)") in result.stdout
-  assert json.loads((tmp_path / "other" / "config.json").read_text())["model"]["kind"] == (
-      "encoder")
+  assert json.loads((out / "config.json").read_text())["model"]["kind"] == "encoder"
+  lineage = json.loads((out / "results.json").read_text())["lineage"]
+  assert lineage["source"] == str(pre) and lineage["step"] == 4 and lineage["config_hash"]
 
 
 def test_unknown_task_and_missing_source_are_one_line_errors(tmp_path):
