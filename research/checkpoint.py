@@ -87,7 +87,7 @@ class Checkpoints:
     """The param names the checkpoint at `step` holds (read from its metadata, no arrays)."""
     if not (isinstance(abstract_state, dict) and abstract_state.get("params")):
       return set()
-    return set(self.manager.item_metadata(step)["state"]["params"].keys())
+    return set(self.saved_shapes(step))
 
   def close(self) -> None:
     self.manager.wait_until_finished()

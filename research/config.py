@@ -356,7 +356,8 @@ def config_hash(cfg) -> str:
   return hashlib.sha256(to_json(cfg).encode()).hexdigest()[:12]
 
 
-def _get(tree: dict, dotted: str):
+def get_dotted(tree, dotted: str):
+  """tree["a"]["b"] for dotted "a.b" (a dict or a ConfigDict; KeyError if absent)."""
   for key in dotted.split("."):
     tree = tree[key]
   return tree
@@ -388,7 +389,7 @@ def check_compatible(saved: dict, cfg) -> None:
     saved = dict(saved, model={**default_config().model.to_dict(), **saved_model})
   differ = []
   for field in COMPATIBILITY_FIELDS:
-    old_value, new_value = _get_or_none(saved, field), _get(new, field)
+    old_value, new_value = _get_or_none(saved, field), get_dotted(new, field)
     if field == "model" and isinstance(old_value, dict):
       # Free fields may differ (scan_layers too: the params layout is the same).
       differ += [(f"model.{k}", old_value.get(k), v) for k, v in new_value.items()
@@ -405,7 +406,7 @@ def check_compatible(saved: dict, cfg) -> None:
 
 def _get_or_none(tree: dict, dotted: str):
   try:
-    return _get(tree, dotted)
+    return get_dotted(tree, dotted)
   except (KeyError, TypeError):
     return None
 

@@ -17,6 +17,7 @@ import glob
 import json
 import os
 
+from research import config as config_lib
 from research import sweep
 from research.errors import ConfigError
 
@@ -74,14 +75,14 @@ def _check_run(run_dir: str, cfg, flags: dict) -> None:
   results = sweep.load_results(run_dir) or {}
   for field, flag in flags.items():
     try:
-      held = _field(saved, field)
+      held = config_lib.get_dotted(saved, field)
     except KeyError:
       continue
     # An early-stopped run ends before train.steps; a larger step is one trained
     # for more than the config.json an earlier, shorter request rewrote now says.
     if field == "train.steps" and isinstance(results.get("step"), int):
       held = max(held, results["step"])
-    wanted = _field(cfg, field)
+    wanted = config_lib.get_dotted(cfg, field)
     if held != wanted:
       raise ConfigError(
           f"{run_dir} holds a run made with {flag}={held} ({field}), not {flag}={wanted}; "
@@ -126,10 +127,21 @@ def check_workdir(workdir: str, name: str, request: dict, runs) -> None:
       json.dump({"reproduction": name, **request}, f, indent=2)
 
 
-def _field(tree, dotted: str):
-  for key in dotted.split("."):
-    tree = tree[key]
-  return tree
+def run_dir(workdir: str, name: str, seed: int) -> str:
+  """Where a reproduction keeps the run of `name` (an architecture) with `seed`."""
+  return os.path.join(workdir, f"{name}_seed{seed}")
+
+
+def pretrain(cfg, run_dir: str) -> dict:
+  """research.train.pretrain, imported only when a run must train (a report reads JSON)."""
+  from research import train
+  return train.pretrain(cfg, run_dir)
+
+
+def finetune(cfg, run_dir: str) -> dict:
+  """research.finetune.finetune, imported only when a run must train."""
+  from research import finetune as finetune_lib
+  return finetune_lib.finetune(cfg, run_dir)
 
 
 def run_or_report(train, cfg, run_dir: str, metric: str) -> dict:

@@ -22,7 +22,6 @@ experiments/reproductions/__init__.py). The table also goes to
 WORKDIR/summary.md and the numbers to WORKDIR/summary.json.
 """
 
-import os
 
 from absl import flags
 
@@ -85,7 +84,8 @@ def run(workdir: str, seeds, steps: int, preset: str = "small",
   reproductions.check_workdir(
       workdir, "arch_ablation",
       {"preset": preset, "steps": steps, "seeds": seeds, "corpus": corpus},
-      [(_run_dir(workdir, arch, seed), cfg, FLAGS) for arch, cfg in cfgs.items() for seed in seeds])
+      [(reproductions.run_dir(workdir, arch, seed), cfg, FLAGS)
+       for arch, cfg in cfgs.items() for seed in seeds])
   t, d = cfgs["transformer"].train, cfgs["transformer"].data
   summary = {"corpus": corpus, "preset": preset, "steps": steps, "seeds": seeds,
              "batch_size": t.batch_size, "seq_len": d.seq_len, "vocab_size": d.vocab_size,
@@ -96,8 +96,8 @@ def run(workdir: str, seeds, steps: int, preset: str = "small",
            "perplexity": [], "loss": []}
     for seed in seeds:
       cfg.seed = seed
-      result = reproductions.run_or_report(_pretrain, cfg, _run_dir(workdir, arch, seed),
-                                           "perplexity")
+      run = reproductions.run_dir(workdir, arch, seed)
+      result = reproductions.run_or_report(reproductions.pretrain, cfg, run, "perplexity")
       row["params"] = result["num_params"]
       row["perplexity"].append(sweep.read_metric(result, "perplexity"))
       row["loss"].append(sweep.read_metric(result, "loss"))
@@ -108,13 +108,6 @@ def run(workdir: str, seeds, steps: int, preset: str = "small",
   return summary
 
 
-def _run_dir(workdir: str, arch: str, seed: int) -> str:
-  return os.path.join(workdir, f"{arch}_seed{seed}")
-
-
-def _pretrain(cfg, run_dir: str) -> dict:
-  from research import train
-  return train.pretrain(cfg, run_dir)
 
 
 def define_flags(flag_values=flags.FLAGS) -> None:

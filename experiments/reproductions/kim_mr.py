@@ -26,7 +26,6 @@ WORKDIR/summary.md and the numbers to WORKDIR/summary.json.
 """
 
 import collections
-import os
 
 from absl import flags
 
@@ -87,7 +86,8 @@ def run(workdir: str, seeds, steps: int, preset: str = "small") -> dict:
   cfgs, forced = configs(preset, steps)
   reproductions.check_workdir(
       workdir, "kim_mr", {"preset": preset, "steps": steps, "seeds": seeds},
-      [(_run_dir(workdir, arch, seed), cfg, FLAGS) for arch, cfg in cfgs.items() for seed in seeds])
+      [(reproductions.run_dir(workdir, arch, seed), cfg, FLAGS)
+       for arch, cfg in cfgs.items() for seed in seeds])
   reference = cfgs["transformer"]
   summary = {"preset": preset, "steps": steps, "seeds": seeds,
              "batch_size": reference.train.batch_size, "seq_len": reference.data.seq_len,
@@ -98,8 +98,8 @@ def run(workdir: str, seeds, steps: int, preset: str = "small") -> dict:
            "test_accuracy": [], "validation_accuracy": [], "best_step": [], "steps_run": []}
     for seed in seeds:
       cfg.seed = seed
-      result = reproductions.run_or_report(_finetune, cfg, _run_dir(workdir, arch, seed),
-                                           "test/accuracy")
+      run = reproductions.run_dir(workdir, arch, seed)
+      result = reproductions.run_or_report(reproductions.finetune, cfg, run, "test/accuracy")
       row["params"] = result["num_params"]
       row["test_accuracy"].append(sweep.read_metric(result, "test/accuracy"))
       row["validation_accuracy"].append(sweep.read_metric(result, "best_value"))
@@ -111,13 +111,6 @@ def run(workdir: str, seeds, steps: int, preset: str = "small") -> dict:
   return summary
 
 
-def _run_dir(workdir: str, arch: str, seed: int) -> str:
-  return os.path.join(workdir, f"{arch}_seed{seed}")
-
-
-def _finetune(cfg, run_dir: str) -> dict:
-  from research import finetune
-  return finetune.finetune(cfg, run_dir)
 
 
 def define_flags(flag_values=flags.FLAGS) -> None:

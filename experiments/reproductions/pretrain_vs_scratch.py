@@ -102,7 +102,7 @@ def run(workdir: str, seeds, pretrain_steps: int, finetune_steps: int, preset: s
        "finetune_steps": finetune_steps, "position": position, "seeds": seeds},
       [(pretrained, pre_cfg, PRETRAIN_FLAGS)]
       + [(run_dir(arm, seed), cfg, FINETUNE_FLAGS) for arm, cfg in fine.items() for seed in seeds])
-  pre = reproductions.run_or_report(_pretrain, pre_cfg, pretrained, "loss")
+  pre = reproductions.run_or_report(reproductions.pretrain, pre_cfg, pretrained, "loss")
   # Both arms use the pretraining run's tokenizer: only the initial weights differ.
   fine["pretrained"].init_from = pretrained
   fine["scratch"].data.tokenizer = os.path.join(pretrained, "tokenizer.model")
@@ -117,7 +117,8 @@ def run(workdir: str, seeds, pretrain_steps: int, finetune_steps: int, preset: s
     row = {"test_accuracy": [], "validation_accuracy": [], "best_step": [], "lineage": []}
     for seed in seeds:
       cfg.seed = seed
-      result = reproductions.run_or_report(_finetune, cfg, run_dir(arm, seed), "test/accuracy")
+      result = reproductions.run_or_report(reproductions.finetune, cfg, run_dir(arm, seed),
+                                           "test/accuracy")
       row["params"] = result["num_params"]
       row["test_accuracy"].append(sweep.read_metric(result, "test/accuracy"))
       row["validation_accuracy"].append(sweep.read_metric(result, "best_value"))
@@ -147,14 +148,6 @@ def table(summary: dict) -> str:
   return "\n".join(lines)
 
 
-def _pretrain(cfg, run_dir: str) -> dict:
-  from research import train
-  return train.pretrain(cfg, run_dir)
-
-
-def _finetune(cfg, run_dir: str) -> dict:
-  from research import finetune
-  return finetune.finetune(cfg, run_dir)
 
 
 def define_flags(flag_values=flags.FLAGS) -> None:
