@@ -309,11 +309,17 @@ def _rope_theta(c: dict, family: str, default: float = 10000.0) -> float:
 
 def _gpt_neox_model(c: dict) -> dict:
   f = "GPT-NeoX"
-  refuse(c, f, rotary_pct=(1.0,), use_parallel_residual=(False,), attention_bias=(True,))
-  if (c.get("rope_parameters") or {}).get("partial_rotary_factor", 1.0) != 1.0:
-    raise CheckpointError(f"{f} partial_rotary_factor="
-                          f"{c['rope_parameters']['partial_rotary_factor']!r} is not supported "
-                          "by Trellis (rotary positions on the whole head only)")
+  refuse(c, f, attention_bias=(True,))
+  # transformers' defaults where config.json is silent: a quarter of each head rotary
+  # (rotary_pct 0.25) and parallel residuals (Pythia's); Trellis computes neither.
+  rotary = (c.get("rope_parameters") or {}).get("partial_rotary_factor",
+                                                 c.get("rotary_pct", 0.25))
+  if rotary != 1.0:
+    raise CheckpointError(f"{f} rotary_pct (partial_rotary_factor)={rotary!r} is not supported "
+                          "by Trellis (rotary positions on the whole head only: 1.0)")
+  if c.get("use_parallel_residual", True):
+    raise CheckpointError(f"{f} use_parallel_residual=True is not supported by Trellis "
+                          "(sequential residuals only: False)")
   width = require(c, "hidden_size", f)
   return _decoder(num_layers=require(c, "num_hidden_layers", f), width=width,
                   num_heads=require(c, "num_attention_heads", f),
