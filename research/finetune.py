@@ -101,6 +101,8 @@ def load_source(cfg, heads: dict) -> Source | None:
   if not folder.is_dir():
     raise CheckpointError(f"init_from={name} is neither a Trellis workdir nor a model folder")
   model, params, fmt = hf.import_checkpoint(folder, heads)
+  if jax.process_index() == 0:
+    print(f"trellis: init_from={name} ({fmt}): {hf.describe(model)}", flush=True)
   model = _fixed_fields(name, model, cfg)
   return Source(model, params, load_tokenizer(folder), {"source": str(name), "format": fmt})
 

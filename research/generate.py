@@ -15,7 +15,6 @@ every Trellis tokenizer fixes (objectives.base.Vocab's).
 """
 
 import functools
-import os
 import sys
 from typing import NamedTuple
 
@@ -23,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research.data.tokenizer import Tokenizer
+from research.data.hf_tokenizer import load_tokenizer
 from research.errors import ConfigError
 from research.objectives.base import Vocab
 from research.workdir import restore_params
@@ -213,6 +212,20 @@ def _generate(params, prompt, rng, *, merge, max_new_tokens, temperature, top_k,
                      top_p, prompt.dtype, banned)
 
 
+@functools.partial(jax.jit, static_argnames=("merge", "max_new_tokens", "beam_size",
+                                             "length_penalty", "eos_id", "banned"))
+def _beam_generate(params, prompt, *, merge, max_new_tokens, beam_size, length_penalty, eos_id,
+                   banned):
+  """A decoder's best beam [B, max_new_tokens] after each prompt row (beam_search)."""
+  model = merge(params)
+  rows = jnp.repeat(prompt, beam_size, axis=0)
+  cache = model.init_cache(rows.shape[0], prompt.shape[1] + max_new_tokens)
+  logits, cache = model.decode_step(rows, cache)
+  return beam_search(model, cache, logits[:, -1], beam_size=beam_size,
+                     max_new_tokens=max_new_tokens, eos_id=eos_id,
+                     length_penalty=length_penalty, banned=banned)
+
+
 def translate_rows(model, source, source_segments, *, max_new_tokens: int, bos_id: int,
                    eos_id: int, beam_size: int = 1, length_penalty: float = 0.6,
                    banned: tuple[int, ...] | None = None):
@@ -273,15 +286,22 @@ def cut_at_eos(tokens, eos_id: int | None) -> list[list[int]]:
 
 def generate(merge, params, prompt_ids: list[list[int]], *, max_new_tokens: int, rng,
              temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-             eos_id: int | None = None,
-             banned: tuple[int, ...] | None = None) -> list[list[int]]:
+             eos_id: int | None = None, banned: tuple[int, ...] | None = None,
+             beam_size: int = 1, length_penalty: float = 0.6) -> list[list[int]]:
   """New token ids for each prompt (prompts of equal length), cut before eos_id.
 
   `merge(params)` must return the backbone (a hashable callable, e.g. a bound
   method of a frozen dataclass, so the jitted loop is cached). No new token is
   one of `banned` (None: TRELLIS_BANNED; `banned_ids(tokenizer)`; eos_id never is).
+  beam_size > 1 searches beams (GNMT length penalty) instead of sampling.
   """
   prompt = jnp.asarray(prompt_ids, jnp.int32)
+  if beam_size > 1:
+    tokens = _beam_generate(params, prompt, merge=merge, max_new_tokens=max_new_tokens,
+                            beam_size=beam_size, length_penalty=length_penalty,
+                            eos_id=-1 if eos_id is None else eos_id,
+                            banned=_banned(banned, eos_id))
+    return cut_at_eos(jax.device_get(tokens), eos_id)
   tokens = _generate(params, prompt, rng, merge=merge, max_new_tokens=max_new_tokens,
                      temperature=temperature, top_k=top_k, top_p=top_p,
                      banned=_banned(banned, eos_id))
@@ -314,32 +334,43 @@ def _room(cfg, prompts: list[str], encoded: list[list[int]],
   return [max_new_tokens] * len(prompts)
 
 
-def generate_text(workdir: str, prompts: list[str], *, max_new_tokens: int | None = None,
-                  temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                  seed: int = 0) -> tuple[int, list[str]]:
+def generate_text(workdir: str, prompts: list[str], **options) -> tuple[int, list[str]]:
   """(checkpoint step, continuations) of each prompt from a run's latest checkpoint.
+
+  `options` are `continue_texts`'.
+  """
+  cfg, netdef, params, step = restore_params(workdir)
+  return step, continue_texts(cfg, netdef, params, load_tokenizer(workdir), prompts, **options)
+
+
+def continue_texts(cfg, netdef, params, tokenizer, prompts: list[str], *,
+                   max_new_tokens: int | None = None, temperature: float = 0.0, top_k: int = 0,
+                   top_p: float = 1.0, seed: int = 0, beam_size: int = 1) -> list[str]:
+  """The continuation of each prompt (after the tokenizer's bos) by a decoder's params.
 
   max_new_tokens None: each prompt continues up to model.max_len (said in one
   line on stderr); a given value must fit beside every prompt. Raises
-  ConfigError for a bad value or a prompt that leaves no room.
+  ConfigError for a bad value, a model that is not a decoder, or a prompt that
+  leaves no room.
   """
-  if (temperature < 0 or not 0 < top_p <= 1 or top_k < 0
+  if (temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or beam_size < 1
       or (max_new_tokens is not None and max_new_tokens < 1)):
-    raise ConfigError("need temperature >= 0, 0 < top_p <= 1, top_k >= 0, max_new_tokens >= 1")
-  cfg, netdef, params, step = restore_params(workdir)
+    raise ConfigError("need temperature >= 0, 0 < top_p <= 1, top_k >= 0, beam_size >= 1, "
+                      "max_new_tokens >= 1")
+  if beam_size > 1 and temperature > 0:
+    raise ConfigError("beam search is deterministic: set temperature=0 with beam_size > 1")
   if cfg.model.kind != "decoder":
     raise ConfigError(f"model.arch={cfg.model.arch} model.kind={cfg.model.kind} cannot "
                       "generate text: it is not a decoder")
-  tokenizer = Tokenizer(os.path.join(workdir, "tokenizer.model"))
   merge = lambda p: netdef.merge(p).backbone
   if not prompts:
-    return step, []
+    return []
   encoded = [[tokenizer.bos_id] + tokenizer.encode(text) for text in prompts]
   rooms = _room(cfg, prompts, encoded, max_new_tokens)
   texts = []
   for ids, room in zip(encoded, rooms):
     new = generate(merge, params, [ids], max_new_tokens=room, rng=jax.random.PRNGKey(seed),
                    temperature=temperature, top_k=top_k, top_p=top_p, eos_id=tokenizer.eos_id,
-                   banned=banned_ids(tokenizer))[0]
+                   banned=banned_ids(tokenizer), beam_size=beam_size)[0]
     texts.append(tokenizer.decode(new))
-  return step, texts
+  return texts

@@ -184,6 +184,19 @@ def test_a_field_trellis_lacks_is_one_error_naming_it(name, change, message, tmp
     hf.import_checkpoint(_copy(name, tmp_path, **change))
 
 
+def test_gpt_neox_fields_absent_from_config_json_take_transformers_defaults(tmp_path):
+  """transformers reads an absent rotary_pct as 0.25 and use_parallel_residual as True
+  (Pythia's): neither is what Trellis computes, so such a config is refused."""
+  config = hf.read_config(DATA / "gpt_neox")
+  folder = _copy("gpt_neox", tmp_path)
+  for drop, message in (("rope_parameters", "=0.25 is not"),
+                        ("use_parallel_residual", "use_parallel_residual=True")):
+    (folder / "config.json").write_text(json.dumps({k: v for k, v in config.items()
+                                                    if k != drop}))
+    with pytest.raises(CheckpointError, match=message):
+      hf.import_checkpoint(folder)
+
+
 def test_a_pickle_only_checkpoint_is_refused_unread(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps(hf.read_config(DATA / "gpt2")))
   (tmp_path / "pytorch_model.bin").write_bytes(b"not unpickled")

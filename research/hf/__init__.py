@@ -22,6 +22,8 @@ import sys
 
 import numpy as np
 
+from research import config as config_lib
+from research.data.hf_tokenizer import load_tokenizer
 from research.errors import CheckpointError, DataError, few
 from research.hf import decoders, t5
 from research.hf.bert import (NSP_HEAD, bert_config_to_model, export_bert, import_bert,
@@ -30,6 +32,7 @@ from research.hf.family import mismatches
 from research.hf.folder import (abstract_params, extract, fetch_minilm, model_config,
                                 model_folder, place, read_config, read_safetensors, unplaced,
                                 write_folder)
+from research.network import define_network
 
 FAMILIES = (*decoders.FAMILIES, t5.T5)
 BY_MODEL_TYPE = {t: f for f in FAMILIES for t in f.model_types}
@@ -123,13 +126,19 @@ def _family_for(model_cfg):
 
 
 def _special_ids(tokenizer) -> dict:
+  """config.json's special ids of a tokenizer: its own pad/bos/eos tokens (a role it
+  borrows from another token, as GPT-2's pad from eos, is left out, as the hub's are)."""
   if tokenizer is None:
     return {}
-  ids = {"pad_token_id": tokenizer.pad_id, "eos_token_id": tokenizer.eos_id}
-  try:
-    ids["bos_token_id"] = tokenizer.bos_id
-  except DataError:  # a tokenizer without a bos token says so when asked
-    pass
+  borrowed = getattr(tokenizer, "borrowed", {})
+  ids = {}
+  for role in ("pad", "bos", "eos"):
+    if role in borrowed:
+      continue
+    try:
+      ids[f"{role}_token_id"] = getattr(tokenizer, f"{role}_id")
+    except DataError:  # a tokenizer without this special token says so when asked
+      pass
   return ids
 
 
@@ -166,3 +175,25 @@ def export(cfg, params: dict, folder, tokenizer=None, pooler_head: str | None = 
     tokenizer.save(folder)
   print(f"trellis: wrote {folder} as {hf_config['architectures'][0]} "
         f"(model_type {hf_config['model_type']})", file=sys.stderr)
+
+
+def describe(overrides: dict) -> str:
+  """The Trellis model an import derived, in one line (printed when a run starts from it)."""
+  m = model_config(overrides)
+  parts = [f"model.kind={m.kind}", f"num_layers={m.num_layers}", f"width={m.width}",
+           f"num_heads={m.num_heads}"]
+  parts += [f"{k}={m[k]}" for k in ("num_kv_heads", "head_dim", "sliding_window") if m[k]]
+  parts += [f"position={m.position}", f"norm={m.norm}", f"mlp={m.mlp}",
+            f"vocab_size={m.vocab_size}", f"tie_embeddings={m.tie_embeddings}"]
+  return " ".join(parts)
+
+
+def load_model(name_or_folder: str, cache_dir: str = ""):
+  """(cfg, netdef, params, tokenizer) of a Hugging Face folder, to generate or evaluate
+  with no training run; the derived model config is printed in one line."""
+  folder = model_folder(name_or_folder, cache_dir)
+  overrides, params, fmt = import_checkpoint(folder)
+  cfg = config_lib.default_config()
+  cfg.update_from_flattened_dict(overrides)
+  print(f"trellis: {name_or_folder} ({fmt}): {describe(overrides)}", file=sys.stderr, flush=True)
+  return cfg, define_network(cfg, {})[0], params, load_tokenizer(folder)

@@ -331,7 +331,7 @@ def export_bert(cfg, params: dict, folder, tokenizer=None, pooler_head: str | No
       `model_to_bert_config`).
     params: flat Trellis params (e.g. from `workdir.restore_params`).
     folder: created if needed; config.json and model.safetensors are written.
-    tokenizer: optional; a WordPieceTokenizer writes its HF files, a Trellis
+    tokenizer: optional; an HFTokenizer writes its HF files, a Trellis
       SentencePiece Tokenizer its model as `tokenizer.model` (which
       `data.hf_tokenizer.load_tokenizer` reads back; transformers does not).
     pooler_head: a pooled head whose `pool` layer becomes BERT's pooler;

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from research.data import tokenizer as fixed  # the table of fixed special ids
+from research.errors import DataError
 
 
 class Vocab(NamedTuple):
@@ -29,6 +30,16 @@ class Vocab(NamedTuple):
   sentinel_ids: tuple[int, ...] = fixed.SENTINEL_IDS
   special_ids: tuple[int, ...] = fixed.SPECIAL_IDS  # never masked or sampled as noise
   word_start: np.ndarray | None = None  # [size] bool: piece starts a word (whole-word MLM)
+  # (id field, the tokenizer's one-line reason) of each id the tokenizer lacks (GPT-2 has
+  # no mask token): the field holds -1, and `need` raises the reason where one is used.
+  missing: tuple[tuple[str, str], ...] = ()
+
+  def need(self, name: str) -> int:
+    """The id field `name` (e.g. "mask_id"); DataError saying why if the tokenizer lacks it."""
+    for field, why in self.missing:
+      if field == name:
+        raise DataError(why)
+    return getattr(self, name)
 
   def ordinary_ids(self) -> np.ndarray:
     """Every id that is not special: what random replacement and noise draw from."""
@@ -41,9 +52,16 @@ class Vocab(NamedTuple):
     else:
       starts = np.array([_starts_word(tokenizer.id_to_piece(i))
                          for i in range(tokenizer.vocab_size)], bool)
-    return cls(size or tokenizer.vocab_size, tokenizer.pad_id, tokenizer.bos_id,
-               tokenizer.eos_id, tokenizer.mask_id, tokenizer.cls_id, tokenizer.sep_id,
-               tuple(tokenizer.sentinel_ids), tuple(tokenizer.special_ids), starts)
+    ids, missing = {}, []
+    for name in ("pad_id", "bos_id", "eos_id", "mask_id", "cls_id", "sep_id"):
+      try:
+        ids[name] = getattr(tokenizer, name)
+      except DataError as e:  # an imported tokenizer without this special token
+        ids[name] = -1
+        missing.append((name, str(e)))
+    return cls(size or tokenizer.vocab_size, **ids, sentinel_ids=tuple(tokenizer.sentinel_ids),
+               special_ids=tuple(tokenizer.special_ids), word_start=starts,
+               missing=tuple(missing))
 
 
 def _starts_word(piece: str) -> bool:

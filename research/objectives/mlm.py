@@ -49,7 +49,7 @@ def mask_tokens(tokens, segment_ids, rng, vocab, rate: float = 0.15, whole_word:
   ordinary = jnp.asarray(vocab.ordinary_ids())
   picks = jax.vmap(lambda k: jax.random.randint(k, tokens.shape[1:], 0, len(ordinary)))(
       keys[:, 2])
-  inputs = jnp.where(chosen & (how < 0.8), vocab.mask_id, tokens)
+  inputs = jnp.where(chosen & (how < 0.8), vocab.need("mask_id"), tokens)
   inputs = jnp.where(chosen & (how >= 0.8) & (how < 0.9), ordinary[picks], inputs)
   return inputs.astype(tokens.dtype), chosen
 

@@ -129,7 +129,7 @@ def span_loss(p: base.Pass, ctx: base.Context):
                             row_keys=p.row_keys("noise"))
   # Teacher forcing: the decoder reads the targets shifted right, bos first per document.
   shifted = jnp.pad(targets["tokens"][:, :-1], ((0, 0), (1, 0)))
-  decoder_in = jnp.where(targets["positions"] == 0, vocab.bos_id, shifted)
+  decoder_in = jnp.where(targets["positions"] == 0, vocab.need("bos_id"), shifted)
   return base.encoder_decoder_loss(p, ctx, inputs, decoder_in, targets["tokens"],
                                    targets["segment_ids"], targets["positions"])
 
