@@ -27,7 +27,7 @@ _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 is greedy")
 _TOP_K = flags.DEFINE_integer("top_k", 0, "sample from the k most likely tokens (0: all)")
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "sample from the smallest set with this mass")
 _SEED = flags.DEFINE_integer("seed", 0, "sampling seed")
-flags.mark_flags_as_mutual_exclusion(["workdir", "init_from"], required=True)
+flags.mark_flags_as_mutual_exclusive(["workdir", "init_from"], required=True)
 
 
 def main(argv, overrides):

@@ -196,4 +196,8 @@ def load_model(name_or_folder: str, cache_dir: str = ""):
   cfg = config_lib.default_config()
   cfg.update_from_flattened_dict(overrides)
   print(f"trellis: {name_or_folder} ({fmt}): {describe(overrides)}", file=sys.stderr, flush=True)
-  return cfg, define_network(cfg, {})[0], params, load_tokenizer(folder)
+  tokenizer = load_tokenizer(folder)
+  if tokenizer.vocab_size > cfg.model.vocab_size:
+    raise CheckpointError(f"{folder}: the tokenizer has {tokenizer.vocab_size} ids but the "
+                          f"model only {cfg.model.vocab_size} embeddings: not its tokenizer")
+  return cfg, define_network(cfg, {})[0], params, tokenizer
