@@ -48,7 +48,7 @@ def test_attention_dropout_is_unbiased_and_off_when_deterministic():
 def test_explicit_attention_equals_the_fused_one_and_respects_the_mask():
   x, segments, mask = _inputs()
   attn = _attention(0.3)
-  q, k, v = (attn._heads(p, x) for p in (attn.query, attn.key, attn.value))
+  q, k, v = (attn._heads(p, x, attn.num_heads) for p in (attn.query, attn.key, attn.value))
   scale = 1 / np.sqrt(8)
   np.testing.assert_allclose(layers.softmax_attention(q, k, v, mask, scale, 0.0, None),
                              jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale),

@@ -78,6 +78,26 @@ def test_logits_match_transformers(name):
     assert np.abs(hidden - ref["last_hidden_state"])[real].max() <= TOLERANCE
 
 
+@pytest.mark.parametrize("name", ("gpt_neo", "t5"))
+def test_scanned_layers_give_the_same_logits(name):
+  """GPT-Neo's per-layer windows and T5's shared relative bias inside one lax.scan."""
+  cfg, params, _, ref = imported(name)
+  scanned = cfg.copy_and_resolve_references()
+  scanned.model.scan_layers = True
+  netdef = define_network(scanned, {})[0]
+  model = netdef.merge(params).backbone
+  mask = jnp.asarray(ref["attention_mask"])
+  if name == "t5":
+    hidden = model.decode(jnp.asarray(ref["decoder_input_ids"]),
+                          model.encode(jnp.asarray(ref["input_ids"]), segment_ids=mask),
+                          source_segment_ids=mask)
+    real = np.ones(ref["logits"].shape[:2], bool)
+  else:
+    hidden = model(jnp.asarray(ref["input_ids"]), segment_ids=mask)
+    real = ref["attention_mask"].astype(bool)
+  assert np.abs(np.asarray(model.logits(hidden)) - ref["logits"])[real].max() <= TOLERANCE
+
+
 @pytest.mark.parametrize("name", DECODERS)
 def test_greedy_generation_matches_transformers(name):
   cfg, params, netdef, ref = imported(name)
