@@ -32,6 +32,11 @@ none (span corruption then says so).
 `load_tokenizer` picks `HFTokenizer` or Trellis' `Tokenizer` for a path: a
 `tokenizer.model` with Trellis' reserved pieces at their fixed ids is
 Trellis'.
+
+Why ~600 lines: two backends (`tokenizers`, `sentencepiece`) behind one
+interface, the hub's special-token conventions (config files, well-known
+tokens, fallbacks) and the legacy vocab.txt / vocab.json + merges.txt layouts
+are one concept, each read in one place.
 """
 
 import hashlib

@@ -25,6 +25,10 @@ model's (the CausalLM classes add `prefix`):
 PyTorch Linear weights are [out, in] and Trellis kernels [in, out]: transposed.
 Rotary positions: Hugging Face's rotate_half pairs dimension i with i + head_dim/2,
 as Trellis' `layers.rope` does, so q/k weights need no permutation.
+
+Why ~450 lines: five families, each four short functions (config -> fields,
+fields needed, fields -> config, tensor names) kept side by side so their
+differences read at a glance; a module per family would repeat the helpers.
 """
 
 import numpy as np

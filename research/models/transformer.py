@@ -21,8 +21,9 @@ over the layers (the step compiles one block body, whatever the depth) or a
 Python loop running each block on its slice of the params. The params, their
 names and a seed's weights are the same either way, so it may change on resume.
 
-Why ~450 lines: the three kinds share their blocks, embeddings and decoding
-helpers here, and each stack runs scanned or unrolled from the same params.
+Why ~480 lines: the three kinds share their blocks, embeddings, masks (sliding
+windows), position biases (ALiBi, T5's relative buckets) and decoding helpers
+here, and each stack runs scanned or unrolled from the same params.
 """
 
 from typing import NamedTuple
