@@ -59,7 +59,7 @@ def _logits(name: str):
     return np.asarray(model.logits(hidden)), None
   types = ref.get("token_type_ids")
   hidden = model(jnp.asarray(ref["input_ids"]), segment_ids=mask,
-                 token_type_ids=None if types is None or "type_embed" not in dir(model)
+                 token_type_ids=None if types is None or not hasattr(model, "type_embed")
                  else jnp.asarray(types))
   return np.asarray(model.logits(hidden)), np.asarray(hidden)
 

@@ -51,7 +51,7 @@ import sentencepiece as spm
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
-from research.data.tokenizer import RESERVED_PIECES, Tokenizer
+from research.data.tokenizer import RESERVED_PIECES, Tokenizer, sp_offsets
 from research.errors import DataError, first_line
 
 # The files a folder's tokenizer is read from, in order of preference.
@@ -194,28 +194,6 @@ class _Fast:
     return self._tok.decode(ids, skip_special_tokens=False)
 
 
-def _sp_offsets(sp, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-  """Ids and character spans of `text` (SentencePiece reports UTF-8 byte spans).
-
-  Byte-fallback pieces of one character share that character's span.
-  """
-  char_of_byte = np.zeros(len(text.encode("utf-8")) + 1, np.int64)
-  position = 0
-  for index, char in enumerate(text):
-    width = len(char.encode("utf-8"))
-    char_of_byte[position:position + width] = index
-    position += width
-  char_of_byte[position] = len(text)
-  ids, offsets = [], []
-  for piece in sp.encode(text, return_type="proto").pieces:
-    start, end = int(char_of_byte[piece.begin]), int(char_of_byte[piece.end])
-    if end == start and piece.end < position:  # a leading byte piece of a character
-      end = start + 1
-    ids.append(piece.id)
-    offsets.append((start, end))
-  return ids, offsets
-
-
 class _SentencePiece:
   """A Hugging Face SentencePiece model (Llama-2's tokenizer.model, T5's spiece.model).
 
@@ -269,7 +247,7 @@ class _SentencePiece:
       if chunk in self._added:
         chunk_ids, chunk_offsets = [self._added[chunk]], [(0, len(chunk))]
       else:
-        chunk_ids, chunk_offsets = _sp_offsets(self._sp, chunk) if chunk else ([], [])
+        chunk_ids, chunk_offsets = sp_offsets(self._sp, chunk) if chunk else ([], [])
       ids += chunk_ids
       offsets += [(start + s, start + e) for s, e in chunk_offsets]
       start += len(chunk)

@@ -60,6 +60,27 @@ _TRAINER_OPTIONS = dict(
 )
 
 
+def sp_offsets(sp, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+  """Ids and each piece's (start, end) character span of `text` under SentencePiece
+  processor `sp` (which reports UTF-8 byte spans); byte-fallback pieces of one
+  character share that character's span."""
+  char_of_byte = np.zeros(len(text.encode("utf-8")) + 1, np.int64)
+  position = 0
+  for index, char in enumerate(text):
+    width = len(char.encode("utf-8"))
+    char_of_byte[position:position + width] = index
+    position += width
+  char_of_byte[position] = len(text)
+  ids, offsets = [], []
+  for piece in sp.encode(text, return_type="proto").pieces:
+    start, end = int(char_of_byte[piece.begin]), int(char_of_byte[piece.end])
+    if end == start and piece.end < position:  # a leading byte piece of a character
+      end = start + 1
+    ids.append(piece.id)
+    offsets.append((start, end))
+  return ids, offsets
+
+
 class Tokenizer:
   """A SentencePiece model with Trellis's fixed special ids."""
 
@@ -145,27 +166,8 @@ class Tokenizer:
     return self._sp.encode(texts, num_threads=os.cpu_count() or 1)
 
   def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-    """Token ids and each token's (start, end) character span in `text`.
-
-    SentencePiece reports UTF-8 byte offsets; byte-fallback pieces of one
-    character share that character's span.
-    """
-    pieces = self._sp.encode(text, return_type="proto").pieces
-    char_of_byte = np.zeros(len(text.encode("utf-8")) + 1, np.int64)
-    position = 0
-    for index, char in enumerate(text):
-      width = len(char.encode("utf-8"))
-      char_of_byte[position:position + width] = index
-      position += width
-    char_of_byte[position] = len(text)
-    ids, offsets = [], []
-    for piece in pieces:
-      start, end = int(char_of_byte[piece.begin]), int(char_of_byte[piece.end])
-      if end == start and piece.end < position:  # a leading byte piece of a character
-        end = start + 1
-      ids.append(piece.id)
-      offsets.append((start, end))
-    return ids, offsets
+    """Token ids and each token's (start, end) character span in `text` (`sp_offsets`)."""
+    return sp_offsets(self._sp, text)
 
   def decode(self, ids) -> str:
     """The text of `ids` (a list or array), skipping padding."""
