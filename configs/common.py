@@ -14,6 +14,8 @@ from research.config import OPEN_FIELDS
 # T5: an encoder-decoder with RoPE, RMSNorm and SwiGLU.
 BERT_ENCODER = dict(kind="encoder", position="learned", norm="layernorm", mlp="gelu")
 T5 = dict(kind="encoder_decoder", position="rope", norm="rmsnorm", mlp="swiglu")
+# A decoder of the same blocks (seq2seq presets' `*_decoder`: a prefix LM).
+DECODER = dict(T5, kind="decoder")
 # The built-in MiniLM-L6 (init_from="minilm-l6"): its shape, fixed by the checkpoint.
 MINILM = dict(num_layers=6, width=384, num_heads=12, max_len=512, dropout=0.1, **BERT_ENCODER)
 

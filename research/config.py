@@ -160,7 +160,8 @@ def default_config() -> ml_collections.ConfigDict:
   d.answers_column = "answers"  # QA: {"text": [...], "answer_start": [...]} column
   d.doc_stride = 64  # QA: tokens between the starts of overlapping context windows
   d.max_answer_tokens = 30  # QA: longest answer span considered at prediction
-  d.target_len = 32  # seq2seq: target tokens (source tokens: data.seq_len)
+  d.target_len = 32  # seq2seq: target tokens (source tokens: data.seq_len); a decoder's
+  #   row holds both, packed: <s> source <sep> target </s>
 
   # Decoding for seq2seq evaluation (and experiments.generate's defaults).
   c.generate = g = ml_collections.ConfigDict()
@@ -333,6 +334,11 @@ def validate(cfg, num_devices: int) -> None:
          or d.target_len <= m.max_len,
          f"data.target_len={d.target_len} is above model.max_len={m.max_len} "
          "(model.position=learned); lower data.target_len or raise model.max_len")
+  # A decoder's seq2seq row holds both: <s> source <sep> (data.seq_len) target </s>.
+  _check(cfg.objectives.get("prefix_lm", 0) == 0 or d.seq_len + d.target_len <= m.max_len,
+         f"a decoder's seq2seq row <s> source <sep> target </s> is data.seq_len + "
+         f"data.target_len = {d.seq_len} + {d.target_len} = {d.seq_len + d.target_len} tokens, "
+         f"above model.max_len={m.max_len}: raise model.max_len or lower data.seq_len")
   _check(d.vocab_size >= 64, f"data.vocab_size must be >= 64, got {d.vocab_size}")
   _check(0.0 < d.eval_fraction < 1.0 or d.eval_files,
          f"data.eval_fraction must be in (0, 1), got {d.eval_fraction}")

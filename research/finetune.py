@@ -133,11 +133,18 @@ def task_config(cfg):
     raise ConfigError(f"task={cfg.task!r} is not one of {', '.join(sorted(TASKS))}")
   task = TASKS[cfg.task]
   cfg = cfg.copy_and_resolve_references()
+  _set_objective(cfg, task)
   with cfg.unlocked():
-    cfg.objectives = config_lib.ml_collections.ConfigDict({task.objective: 1.0})
     if not cfg.train.best_metric:
       cfg.train.best_metric = task.metric
   return task, cfg
+
+
+def _set_objective(cfg, task) -> None:
+  """The task's objective for cfg.model.kind (a decoder trains seq2seq as a prefix LM)."""
+  with cfg.unlocked():
+    cfg.objectives = config_lib.ml_collections.ConfigDict(
+        {task.objective_for(cfg.model.kind): 1.0})
 
 
 def finetune(cfg, workdir: str) -> dict:
@@ -153,6 +160,7 @@ def finetune(cfg, workdir: str) -> dict:
   source = load_source(cfg, heads)
   if source:
     cfg.update_from_flattened_dict(source.model)
+    _set_objective(cfg, task)  # the source fixes model.kind (a GPT-2 is a decoder)
   tokenizer = source.tokenizer if source else _tokenizer_for(cfg, task_data.splits)
   with cfg.unlocked():
     cfg.model.vocab_size = cfg.model.vocab_size or tokenizer.vocab_size

@@ -1,8 +1,10 @@
 """Text generation with a decoder's incremental state (KV cache, RNN state, ...).
 
 Sampling is greedy (temperature 0), or temperature sampling optionally
-restricted by top-k and/or top-p (nucleus). The prompt is fed in one
-`decode_step` call, then one token per step inside a jitted `lax.scan`.
+restricted by top-k and/or top-p (nucleus), each row from its own key. Prompts
+of different lengths are left-padded into one batch (`continue_rows`) and fed
+in one `decode_step` call, then one token per step inside a jitted `lax.scan`:
+a prompt decodes batched exactly as alone.
 Encoder-decoders decode greedily or by beam search (`translate_rows`). Every
 output ends where `cut_at_eos` cuts it: before the first eos.
 
@@ -75,25 +77,44 @@ def filter_logits(logits, top_k: int = 0, top_p: float = 1.0):
 
 def sample_token(logits, rng, temperature: float, top_k: int, top_p: float,
                  banned: tuple[int, ...] = ()):
-  """Next token ids [B] from last-position logits [B, V], never one of `banned`."""
+  """Next token ids [B] from last-position logits [B, V], never one of `banned`.
+
+  `rng` is one key for the batch, or one key per row ([B, 2]): a row's draw
+  then depends on its own key only, whatever else is in the batch.
+  """
   logits = ban(logits, banned)
   if temperature == 0.0:
     return jnp.argmax(logits, axis=-1)
   logits = filter_logits(logits / temperature, top_k, top_p)
+  if rng.ndim == logits.ndim:
+    return jax.vmap(lambda key, row: jax.random.categorical(key, row))(rng, logits)
   return jax.random.categorical(rng, logits, axis=-1)
 
 
-def sample_loop(model, cache, first_logits, rng, max_new_tokens: int, temperature: float,
-                top_k: int, top_p: float, dtype=jnp.int32, banned: tuple[int, ...] = ()):
-  """Tokens [B, max_new_tokens]: sample (no banned id), feed back through `decode_step`, repeat."""
+def row_keys(rng, rows: int):
+  """Keys [rows, 2]: `rng` if it already is one per row, else row i's fold_in(rng, i)."""
+  rng = jnp.asarray(rng)
+  if rng.ndim == 2:
+    return rng
+  return jax.vmap(jax.random.fold_in, (None, 0))(rng, jnp.arange(rows))
 
-  def step(carry, key):
+
+def sample_loop(model, cache, first_logits, keys, max_new_tokens: int, temperature: float,
+                top_k: int, top_p: float, dtype=jnp.int32, banned: tuple[int, ...] = ()):
+  """Tokens [B, max_new_tokens]: sample (no banned id), feed back through `decode_step`, repeat.
+
+  `keys` [B, 2] are the rows' keys (step t draws from fold_in(key, t)); greedy
+  decoding (temperature 0) reads none.
+  """
+
+  def step(carry, t):
     last_logits, cache = carry
-    token = sample_token(last_logits, key, temperature, top_k, top_p, banned)
+    step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, t)
+    token = sample_token(last_logits, step_keys, temperature, top_k, top_p, banned)
     logits, cache = model.decode_step(token[:, None].astype(dtype), cache)
     return (logits[:, -1], cache), token
 
-  _, tokens = jax.lax.scan(step, (first_logits, cache), jax.random.split(rng, max_new_tokens))
+  _, tokens = jax.lax.scan(step, (first_logits, cache), jnp.arange(max_new_tokens))
   return tokens.T
 
 
@@ -202,28 +223,51 @@ def beam_search(model, cache, first_logits, *, beam_size: int, max_new_tokens: i
   return jnp.take_along_axis(seqs, best[:, None, None], axis=1)[:, 0]
 
 
-@functools.partial(jax.jit, static_argnames=("merge", "max_new_tokens", "temperature",
-                                             "top_k", "top_p", "banned"))
-def _generate(params, prompt, rng, *, merge, max_new_tokens, temperature, top_k, top_p, banned):
-  model = merge(params)
-  cache = model.init_cache(prompt.shape[0], prompt.shape[1] + max_new_tokens)
+def continue_rows(model, prompt, pad, *, max_new_tokens: int, keys=None,
+                  temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+                  beam_size: int = 1, length_penalty: float = 0.6, eos_id: int = -1,
+                  banned: tuple[int, ...] = ()):
+  """A decoder's new tokens [B, max_new_tokens] after left-padded prompts [B, P] (traceable).
+
+  Row b's prompt is prompt[b, pad[b]:]: the padding is a segment of its own
+  that no real token attends to, its positions start at the first real
+  token, and recurrent states and conv buffers stay zero through it, so a row
+  decodes as it would alone. Greedy or sampled (`keys` [B, 2], one per row:
+  see `sample_loop`), or the best of `beam_size` beams. Rows run on past eos.
+  """
+  if beam_size > 1:
+    prompt, pad = jnp.repeat(prompt, beam_size, axis=0), jnp.repeat(pad, beam_size, axis=0)
+  cache = model.init_cache(prompt.shape[0], prompt.shape[1] + max_new_tokens, pad=pad)
   logits, cache = model.decode_step(prompt, cache)
-  return sample_loop(model, cache, logits[:, -1], rng, max_new_tokens, temperature, top_k,
+  if beam_size > 1:
+    return beam_search(model, cache, logits[:, -1], beam_size=beam_size,
+                       max_new_tokens=max_new_tokens, eos_id=eos_id,
+                       length_penalty=length_penalty, banned=banned)
+  if keys is None:
+    keys = row_keys(jax.random.PRNGKey(0), prompt.shape[0])
+  return sample_loop(model, cache, logits[:, -1], keys, max_new_tokens, temperature, top_k,
                      top_p, prompt.dtype, banned)
 
 
-@functools.partial(jax.jit, static_argnames=("merge", "max_new_tokens", "beam_size",
-                                             "length_penalty", "eos_id", "banned"))
-def _beam_generate(params, prompt, *, merge, max_new_tokens, beam_size, length_penalty, eos_id,
-                   banned):
-  """A decoder's best beam [B, max_new_tokens] after each prompt row (beam_search)."""
-  model = merge(params)
-  rows = jnp.repeat(prompt, beam_size, axis=0)
-  cache = model.init_cache(rows.shape[0], prompt.shape[1] + max_new_tokens)
-  logits, cache = model.decode_step(rows, cache)
-  return beam_search(model, cache, logits[:, -1], beam_size=beam_size,
-                     max_new_tokens=max_new_tokens, eos_id=eos_id,
-                     length_penalty=length_penalty, banned=banned)
+@functools.partial(jax.jit, static_argnames=("merge", "max_new_tokens", "temperature",
+                                             "top_k", "top_p", "beam_size", "length_penalty",
+                                             "eos_id", "banned"))
+def _generate(params, prompt, pad, keys, *, merge, **options):
+  return continue_rows(merge(params), prompt, pad, keys=keys, **options)
+
+
+def left_pad(prompt_ids: list[list[int]], width: int | None = None,
+             pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """(prompts right-aligned in one int32 array [B, width], each row's padding count [B]).
+
+  `width` defaults to the longest prompt's length.
+  """
+  width = max((len(ids) for ids in prompt_ids), default=0) if width is None else width
+  rows = np.full((len(prompt_ids), width), pad_id, np.int32)
+  pad = np.asarray([width - len(ids) for ids in prompt_ids], np.int32).reshape(-1)
+  for row, ids, n in zip(rows, prompt_ids, pad):
+    row[n:] = ids
+  return rows, pad
 
 
 def translate_rows(model, source, source_segments, *, max_new_tokens: int, bos_id: int,
@@ -249,8 +293,8 @@ def translate_rows(model, source, source_segments, *, max_new_tokens: int, bos_i
     return beam_search(model, cache, logits[:, -1], beam_size=beam_size,
                        max_new_tokens=max_new_tokens, eos_id=eos_id,
                        length_penalty=length_penalty, banned=banned)
-  return sample_loop(model, cache, logits[:, -1], jax.random.PRNGKey(0), max_new_tokens, 0.0,
-                     0, 1.0, banned=banned)
+  return sample_loop(model, cache, logits[:, -1], row_keys(jax.random.PRNGKey(0), rows),
+                     max_new_tokens, 0.0, 0, 1.0, banned=banned)
 
 
 @functools.partial(jax.jit, static_argnames=("merge", "max_new_tokens", "beam_size",
@@ -288,23 +332,20 @@ def generate(merge, params, prompt_ids: list[list[int]], *, max_new_tokens: int,
              temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
              eos_id: int | None = None, banned: tuple[int, ...] | None = None,
              beam_size: int = 1, length_penalty: float = 0.6) -> list[list[int]]:
-  """New token ids for each prompt (prompts of equal length), cut before eos_id.
+  """New token ids for each prompt (of any lengths: see `continue_rows`), cut before eos_id.
 
   `merge(params)` must return the backbone (a hashable callable, e.g. a bound
-  method of a frozen dataclass, so the jitted loop is cached). No new token is
-  one of `banned` (None: TRELLIS_BANNED; `banned_ids(tokenizer)`; eos_id never is).
-  beam_size > 1 searches beams (GNMT length penalty) instead of sampling.
+  method of a frozen dataclass, so the jitted loop is cached). `rng` is one
+  key (row i samples with fold_in(rng, i)) or one per prompt [B, 2]. No new
+  token is one of `banned` (None: TRELLIS_BANNED; `banned_ids(tokenizer)`;
+  eos_id never is). beam_size > 1 searches beams (GNMT length penalty).
   """
-  prompt = jnp.asarray(prompt_ids, jnp.int32)
-  if beam_size > 1:
-    tokens = _beam_generate(params, prompt, merge=merge, max_new_tokens=max_new_tokens,
-                            beam_size=beam_size, length_penalty=length_penalty,
-                            eos_id=-1 if eos_id is None else eos_id,
-                            banned=_banned(banned, eos_id))
-    return cut_at_eos(jax.device_get(tokens), eos_id)
-  tokens = _generate(params, prompt, rng, merge=merge, max_new_tokens=max_new_tokens,
-                     temperature=temperature, top_k=top_k, top_p=top_p,
-                     banned=_banned(banned, eos_id))
+  prompt, pad = left_pad(prompt_ids)
+  tokens = _generate(params, jnp.asarray(prompt), jnp.asarray(pad),
+                     row_keys(rng, len(prompt_ids)), merge=merge,
+                     max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                     top_p=top_p, beam_size=beam_size, length_penalty=length_penalty,
+                     eos_id=-1 if eos_id is None else eos_id, banned=_banned(banned, eos_id))
   return cut_at_eos(jax.device_get(tokens), eos_id)
 
 
@@ -367,10 +408,14 @@ def continue_texts(cfg, netdef, params, tokenizer, prompts: list[str], *,
     return []
   encoded = [[tokenizer.bos_id] + tokenizer.encode(text) for text in prompts]
   rooms = _room(cfg, prompts, encoded, max_new_tokens)
-  texts = []
-  for ids, room in zip(encoded, rooms):
-    new = generate(merge, params, [ids], max_new_tokens=room, rng=jax.random.PRNGKey(seed),
-                   temperature=temperature, top_k=top_k, top_p=top_p, eos_id=tokenizer.eos_id,
-                   banned=banned_ids(tokenizer), beam_size=beam_size)[0]
-    texts.append(tokenizer.decode(new))
+  keys = row_keys(jax.random.PRNGKey(seed), len(prompts))  # prompt i's, however batched
+  texts = [""] * len(prompts)
+  for room in dict.fromkeys(rooms):  # one batch per length to generate, in prompt order
+    rows = [i for i, r in enumerate(rooms) if r == room]
+    new = generate(merge, params, [encoded[i] for i in rows], max_new_tokens=room,
+                   rng=keys[np.asarray(rows)], temperature=temperature, top_k=top_k,
+                   top_p=top_p, eos_id=tokenizer.eos_id, banned=banned_ids(tokenizer),
+                   beam_size=beam_size)
+    for i, ids in zip(rows, new):
+      texts[i] = tokenizer.decode(ids)
   return texts

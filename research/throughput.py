@@ -73,9 +73,16 @@ def synthetic_batch(cfg, seed: int = 0, num_labels: int = 2) -> dict:
 
   Holds every field the active objectives read: tokens, segments and positions of
   `data.seq_len`, decoder fields of `data.target_len`, labels in range(num_labels).
+  A decoder's seq2seq row (prefix_lm) holds both: `data.seq_len + data.target_len`
+  tokens, the last `data.target_len` of them the target.
   """
   rng = np.random.default_rng(seed)
+  fields = {"tokens", "segment_ids", "positions"}
+  for name in objectives.active(cfg.objectives):
+    fields.update(objectives.OBJECTIVES[name].fields)
   rows, length, target = cfg.train.batch_size, cfg.data.seq_len, cfg.data.target_len
+  if "target_mask" in fields:
+    length += target
   ids = lambda n: rng.integers(4, cfg.model.vocab_size, (rows, n)).astype(np.int32)
   ones = lambda n: np.ones((rows, n), np.int32)
   labels = lambda n: rng.integers(0, n, (rows,)).astype(np.int32)
@@ -87,10 +94,9 @@ def synthetic_batch(cfg, seed: int = 0, num_labels: int = 2) -> dict:
           "label": lambda: labels(num_labels), "nsp_label": lambda: labels(2),
           "start_position": lambda: labels(length), "end_position": lambda: labels(length),
           "decoder_tokens": lambda: ids(target), "decoder_targets": lambda: ids(target),
-          "decoder_segment_ids": lambda: ones(target)}
-  fields = {"tokens", "segment_ids", "positions"}
-  for name in objectives.active(cfg.objectives):
-    fields.update(objectives.OBJECTIVES[name].fields)
+          "decoder_segment_ids": lambda: ones(target),
+          "target_mask": lambda: (np.arange(length) >= length - target).astype(np.int32)
+                                 [None].repeat(rows, 0)}
   unknown = fields - set(make)
   if unknown:
     raise ValueError(f"synthetic_batch cannot make batch fields {sorted(unknown)}")

@@ -85,6 +85,18 @@ def test_accumulation_is_exact_for_seq2seq_with_unequal_targets():
   _assert_same_step([_sgd_step(trainer, batch, k) for k in (1, 2, 4)])
 
 
+def test_accumulation_is_exact_for_a_decoder_prefix_lm_with_unequal_targets():
+  cfg = _cfg("decoder", {"prefix_lm": 1.0})
+  cfg.data.update(seq_len=16, target_len=16)
+  tokens, segments, positions = _unequal_rows([32] * 8)
+  # Row i's target: its last LENGTHS[i] tokens (1-31 targets behind a prompt).
+  target_mask = (np.arange(32)[None] >= 32 - np.asarray(LENGTHS)[:, None]).astype(np.int32)
+  batch = {"tokens": tokens, "segment_ids": segments, "positions": positions,
+           "target_mask": target_mask}
+  trainer = _trainer(cfg)
+  _assert_same_step([_sgd_step(trainer, batch, k) for k in (1, 2, 4)])
+
+
 @pytest.mark.parametrize("kind, objective", [("encoder", "mlm"),
                                              ("encoder_decoder", "span")])
 def test_accumulation_is_exact_for_corrupting_objectives(kind, objective):

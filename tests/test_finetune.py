@@ -13,27 +13,33 @@ FAST = ["--config.train.steps=6", "--config.train.eval_every=6", "--config.train
         "--config.train.checkpoint_every=6", "--config.generate.eval_examples=8"]
 
 
+# "file:preset" (preset tiny unless named) -> the metrics its results hold.
 TASK_METRICS = {
     "mr": ("accuracy", "macro_f1"),
     "qa": ("exact_match", "f1"),
     "translation": ("bleu", "chrf"),
+    "translation:tiny_decoder": ("bleu", "chrf"),  # a decoder, as a prefix LM
     "summarization": ("rouge1", "rouge2", "rougeL"),
 }
+
+
+def _config_arg(config: str) -> str:
+  name, _, preset = config.partition(":")
+  return f"--config=configs/finetune/{name}.py:{preset or 'tiny'}"
 
 
 @pytest.fixture(scope="module")
 def task_runs(tmp_path_factory):
   root = tmp_path_factory.mktemp("tasks")
-  return root, run_cli_many({config: ("experiments.finetune",
-                                      f"--config=configs/finetune/{config}.py:tiny",
-                                      f"--workdir={root / config}", *FAST)
+  return root, run_cli_many({config: ("experiments.finetune", _config_arg(config),
+                                      f"--workdir={root / config.replace(':', '_')}", *FAST)
                              for config in TASK_METRICS}, workers=2)
 
 
 @pytest.mark.parametrize("config", sorted(TASK_METRICS))
 def test_task_tiny_preset_scores_real_examples(config, task_runs):
   root, runs = task_runs
-  result, metrics, tmp_path = runs[config], TASK_METRICS[config], root / config
+  result, metrics, tmp_path = runs[config], TASK_METRICS[config], root / config.replace(":", "_")
   assert result.returncode == 0, result.stderr[-3000:]
   results = json.loads((tmp_path / "results.json").read_text())
   for name in metrics:

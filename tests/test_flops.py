@@ -45,6 +45,7 @@ CASES = [
     ("gru", "decoder", "classify", {"data.seq_len": 16}),
     ("gru", "encoder", "mlm", {"data.seq_len": 16}),
     ("cnn", "decoder", "clm", {}),
+    ("transformer", "decoder", "prefix_lm", {"data.seq_len": 48, "data.target_len": 16}),
     ("cnn", "encoder", "classify", {}),
 ]
 

@@ -84,7 +84,7 @@ class FixedLogits:
   def encode(self, source, segment_ids=None, positions=None):
     return jnp.zeros(source.shape + (4,), jnp.float32)
 
-  def init_cache(self, batch, length, encoded=None, source_segment_ids=None):
+  def init_cache(self, batch, length, encoded=None, source_segment_ids=None, pad=None):
     return {"rows": jnp.zeros((batch,), jnp.int32)}
 
   def decode_step(self, tokens, cache):

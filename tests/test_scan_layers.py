@@ -138,7 +138,10 @@ def test_optimizer_treats_stacked_params_per_layer():
     for step in range(2):
       state, _ = trainer.step(state, synthetic_examples(16, 32, 128, step))
     params[scan] = jax.tree.map(np.asarray, state["params"])
-  _assert_close(params[True], params[False], rtol=2e-5, atol=2e-6)
+  # Adam divides by sqrt(v) + eps: where a gradient is near eps, the loop's and the scan's
+  # summation orders move a param by up to ~1e-5 of lr=1e-2 (seen on some CPUs); a real
+  # difference in what trains would move it by a step, ~lr.
+  _assert_close(params[True], params[False], rtol=2e-5, atol=2e-5)
   start = jax.tree.map(np.asarray, train.Trainer(cfg).init()["params"])
   name = "backbone/blocks/mlp/up/kernel"
   assert np.array_equal(params[True][name][0], start[name][0])  # layer 0 frozen

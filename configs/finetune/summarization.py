@@ -2,10 +2,12 @@
 
   python -m experiments.finetune --config=configs/finetune/summarization.py:small --workdir=runs/bbc_sum
 
-An encoder-decoder; init_from may name a t5_span run of the same size.
+An encoder-decoder; init_from may name a t5_span run of the same size. The
+`*_decoder` presets train a decoder as a prefix LM on packed
+`<s> body <sep> headline </s>` rows (any decoder family: --config.model.arch).
 """
 
-from configs.common import FINETUNE, FINETUNE_TINY, T5
+from configs.common import DECODER, FINETUNE, FINETUNE_TINY, T5, derive
 from research.config import with_preset
 
 PRESETS = {
@@ -22,6 +24,10 @@ PRESETS = {
                   train=dict(FINETUNE, batch_size=16, steps=1500, lr=1e-3, eval_every=300,
                              checkpoint_every=300, warmup_steps=100)),
 }
+
+# The same data and schedule on a decoder: a row holds the source and the target.
+PRESETS["tiny_decoder"] = derive(PRESETS["tiny"], model=dict(DECODER, max_len=160))
+PRESETS["small_decoder"] = derive(PRESETS["small"], model=dict(DECODER, max_len=512))
 
 
 def get_config(preset: str = "tiny"):

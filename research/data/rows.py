@@ -30,3 +30,38 @@ def cls_sep_rows(segments, seq_len: int, vocab) -> dict[str, np.ndarray]:
     if b is not None:
       out["token_type_ids"][r, len(a) + 2:len(ids)] = 1
   return out
+
+
+def prefix_rows(pairs, length: int, pad_id: int = 0) -> dict[str, np.ndarray]:
+  """Prompt + answer pairs packed into [N, length] int32 rows, in order (a decoder's seq2seq).
+
+  `pairs` holds (prompt, answer) token id lists, each pair at most `length`
+  tokens (a ValueError otherwise). A row takes pairs while the next fits
+  whole; pair k of a row is segment k + 1 (`segment_ids`, 0 on padding), its
+  `positions` count from 0, and `target_mask` is 1 on its answer tokens.
+  """
+  rows, row, used = [], [], 0
+  for prompt, answer in pairs:
+    size = len(prompt) + len(answer)
+    if size > length:
+      raise ValueError(f"a pair of {size} tokens is above the row length {length}")
+    if used + size > length:
+      rows.append(row)
+      row, used = [], 0
+    row.append((prompt, answer))
+    used += size
+  if row:
+    rows.append(row)
+  out = {name: np.zeros((len(rows), length), np.int32)
+         for name in ("tokens", "segment_ids", "positions", "target_mask")}
+  out["tokens"][:] = pad_id
+  for r, row in enumerate(rows):
+    start = 0
+    for k, (prompt, answer) in enumerate(row):
+      end = start + len(prompt) + len(answer)
+      out["tokens"][r, start:end] = [*prompt, *answer]
+      out["segment_ids"][r, start:end] = k + 1
+      out["positions"][r, start:end] = np.arange(end - start)
+      out["target_mask"][r, start + len(prompt):end] = 1
+      start = end
+  return out

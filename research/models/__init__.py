@@ -5,8 +5,9 @@
 [B, T, D]`, `model.logits(hidden)` (the tied vocabulary head) and
 `model.causal`; encoders also take `token_type_ids` [B, T] (sentence A/B,
 default 0) when they have token-type embeddings. Decoder-capable backbones
-add `init_cache(batch, max_len)` and `decode_step(tokens, cache) -> (logits,
-cache)`. Encoder-decoders (kind "encoder_decoder") are encoders by this
+add `init_cache(batch, max_len, pad=None)` and `decode_step(tokens, cache) ->
+(logits, cache)`; `pad` [B] counts each row's left padding, so prompts of
+different lengths decode in one batch exactly as one at a time. Encoder-decoders (kind "encoder_decoder") are encoders by this
 contract (`model(...)` is the encoder) and add `encode`, `decode`, and
 `init_cache(batch, max_len, encoded=...)` for `decode_step`. Adding an
 architecture is one file and one line here; the registry tests then cover it

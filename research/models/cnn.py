@@ -70,13 +70,17 @@ class ConvBlock(nnx.Module):
     """How many past inputs a causal block's window reaches back."""
     return -self.offsets[0]
 
-  def step(self, x, buffer):
+  def step(self, x, buffer, padding=None):
     """Causal block on new tokens x [B, S, D] after the `buffer` of past inputs.
 
     Returns the outputs and the new buffer (the last `span` normalised inputs);
-    a fresh buffer of zeros is the left padding of the full pass.
+    a fresh buffer of zeros is the left padding of the full pass. `padding`
+    [B, S] marks a row's left padding, whose inputs enter the buffer as zeros.
     """
-    h = jnp.concatenate([buffer, self.norm(x).astype(self.dtype)], axis=1)
+    h = self.norm(x).astype(self.dtype)
+    if padding is not None:
+      h = jnp.where(padding[..., None], 0, h).astype(self.dtype)
+    h = jnp.concatenate([buffer, h], axis=1)
     steps, span = x.shape[1], self.span
     window = jnp.stack([h[:, span + o:span + o + steps] for o in self.offsets], axis=2)
     return self._add(x, self._glu(window), None, True), h[:, h.shape[1] - span:]
@@ -118,19 +122,28 @@ class CausalCNN(CNN):
   def __init__(self, cfg, *, rngs: nnx.Rngs):
     super().__init__(cfg, causal=True, rngs=rngs)
 
-  def init_cache(self, batch: int, max_len: int):
-    """Per block, a zero buffer of its last `span` inputs; `max_len` is unused."""
+  def init_cache(self, batch: int, max_len: int, pad=None):
+    """Per block, a zero buffer of its last `span` inputs; `max_len` is unused.
+
+    `pad` [B] (default 0): each row's count of left padding, which enters the
+    buffers as zeros (prompts of different lengths feed in one call).
+    """
     del max_len
     width = self.embed.embedding.shape[1]
-    return {"layers": [jnp.zeros((batch, b.span, width), self.dtype) for b in self.blocks]}
+    pad = jnp.zeros((batch,), jnp.int32) if pad is None else jnp.asarray(pad, jnp.int32)
+    return {"layers": [jnp.zeros((batch, b.span, width), self.dtype) for b in self.blocks],
+            "index": jnp.zeros((), jnp.int32), "pad": pad}
 
   def decode_step(self, tokens, cache):
     """Logits for the next tokens [B, S], continuing from the cached buffers."""
+    columns = cache["index"] + jnp.arange(tokens.shape[1])
+    padding = columns[None, :] < cache["pad"][:, None]
     x, buffers = self.embed(tokens), []
     for block, buffer in zip(self.blocks, cache["layers"]):
-      x, buffer = block.step(x, buffer)
+      x, buffer = block.step(x, buffer, padding)
       buffers.append(buffer)
-    return self.logits(self.final_norm(x).astype(self.dtype)), {"layers": buffers}
+    return self.logits(self.final_norm(x).astype(self.dtype)), dict(
+        cache, layers=buffers, index=cache["index"] + tokens.shape[1])
 
 
 def build(cfg, *, rngs: nnx.Rngs) -> nnx.Module:

@@ -154,19 +154,28 @@ class RNNDecoder(RNN):
   def __init__(self, cfg, cell: str, *, rngs: nnx.Rngs):
     super().__init__(cfg, cell, bidirectional=False, rngs=rngs)
 
-  def init_cache(self, batch: int, max_len: int):
-    """Zero recurrent state per layer; `max_len` is unused (the state has a fixed size)."""
+  def init_cache(self, batch: int, max_len: int, pad=None):
+    """Zero recurrent state per layer; `max_len` is unused (the state has a fixed size).
+
+    `pad` [B] (default 0): each row's count of left padding, during which its
+    state stays zero (prompts of different lengths feed in one call).
+    """
     del max_len
-    return {"layers": [b.forward.init_state(batch) for b in self.blocks]}
+    pad = jnp.zeros((batch,), jnp.int32) if pad is None else jnp.asarray(pad, jnp.int32)
+    return {"layers": [b.forward.init_state(batch) for b in self.blocks],
+            "index": jnp.zeros((), jnp.int32), "pad": pad}
 
   def decode_step(self, tokens, cache):
     """Logits for the next tokens [B, S], continuing from the cached state."""
-    no_reset = jnp.zeros(tokens.shape, bool)
+    columns = cache["index"] + jnp.arange(tokens.shape[1])
+    # Zero state up to and including a row's first real token: padding leaves no trace.
+    reset = columns[None, :] <= cache["pad"][:, None]
     x, states = self.embed(tokens), []
     for block, state in zip(self.blocks, cache["layers"]):
-      x, state = block(x, no_reset, None, state, None, True)
+      x, state = block(x, reset, None, state, None, True)
       states.append(state)
-    return self.logits(self.final_norm(x).astype(self.dtype)), {"layers": states}
+    return self.logits(self.final_norm(x).astype(self.dtype)), dict(
+        cache, layers=states, index=cache["index"] + tokens.shape[1])
 
 
 def build(cell: str):

@@ -321,10 +321,15 @@ class Decoder(Transformer):
   def __init__(self, cfg, *, rngs: nnx.Rngs):
     super().__init__(cfg, causal=True, rngs=rngs)
 
-  def init_cache(self, batch: int, max_len: int):
-    """An empty KV cache for incremental decoding of up to max_len tokens."""
+  def init_cache(self, batch: int, max_len: int, pad=None):
+    """An empty KV cache for incremental decoding of up to max_len tokens.
+
+    `pad` [B] (default 0) is each row's count of left padding: prompts of
+    different lengths, right-aligned, feed in one call; a row's first `pad`
+    columns are never attended to and its positions start after them.
+    """
     return {"layers": _init_layer_caches(self, self.blocks, batch, max_len),
-            "index": jnp.zeros((), jnp.int32)}
+            "index": jnp.zeros((), jnp.int32), "pad": _pad(batch, pad)}
 
   def decode_step(self, tokens, cache):
     """Logits for the next tokens [B, S] given the cache; returns the updated cache.
@@ -338,19 +343,30 @@ class Decoder(Transformer):
                                    bias=self._position_bias("relative_bias", positions,
                                                             k_positions))
     logits = self.logits(self._norm_if("final_norm", x))
-    return logits, {"layers": new_layers, "index": cache["index"] + tokens.shape[1]}
+    return logits, dict(cache, layers=new_layers, index=cache["index"] + tokens.shape[1])
+
+
+def _pad(batch: int, pad):
+  """Each row's left-padding count [B] int32 (None: none)."""
+  return jnp.zeros((batch,), jnp.int32) if pad is None else jnp.asarray(pad, jnp.int32)
 
 
 def _step_inputs(model, tokens, cache):
   """Embeddings, causal cache Masks, positions of tokens [B, S] fed at cache["index"], and
-  the cache's key positions [B, max_len]."""
+  the cache's key positions [B, max_len].
+
+  A row's left padding (cache["pad"]) is a segment of its own: real tokens never
+  attend to it, and positions count from the first real token.
+  """
   index, steps = cache["index"], tokens.shape[1]
-  positions = jnp.broadcast_to(index + jnp.arange(steps), tokens.shape)
   max_len = jax.tree.leaves(cache["layers"])[0].shape[-3]  # [..., max_len, heads, head_dim]
-  ones_q, ones_k = jnp.ones_like(tokens), jnp.ones((tokens.shape[0], max_len), tokens.dtype)
+  pad = cache["pad"][:, None]
+  q_index, k_index = index + jnp.arange(steps), jnp.arange(max_len)
+  positions = jnp.maximum(q_index - pad, 0)
   # Keys past the write offset are still zeros: the causal mask hides them.
-  masks = _masks(model, ones_q, ones_k, True, q_index=positions[0], k_index=jnp.arange(max_len))
-  k_positions = jnp.broadcast_to(jnp.arange(max_len), ones_k.shape)
+  masks = _masks(model, (q_index >= pad).astype(jnp.int32), (k_index >= pad).astype(jnp.int32),
+                 True, q_index=q_index, k_index=k_index)
+  k_positions = jnp.maximum(k_index - pad, 0)
   return model._embed(tokens, positions), masks, positions, k_positions
 
 
@@ -427,7 +443,7 @@ class EncoderDecoder(_Embedded):
                        lambda block: block.cross.project_context(encoded))
     return {"layers": _init_layer_caches(self, self.decoder_blocks, batch, max_len),
             "cross": cross, "source_mask": valid[:, None, None, :],
-            "index": jnp.zeros((), jnp.int32)}
+            "index": jnp.zeros((), jnp.int32), "pad": _pad(batch, None)}
 
   def decode_step(self, tokens, cache):
     """Logits for the next target tokens [B, S]; equals `logits(decode(...))` in full."""

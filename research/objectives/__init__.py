@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from research import metrics
 from research.errors import ConfigError
-from research.objectives import classify, clm, mlm, nsp, qa, seq2seq, span
+from research.objectives import classify, clm, mlm, nsp, prefix_lm, qa, seq2seq, span
 from research.objectives.base import KINDS, Context, Pass
 
 OBJECTIVES = {
@@ -24,6 +24,7 @@ OBJECTIVES = {
     "clm": clm.OBJECTIVE,
     "mlm": mlm.OBJECTIVE,
     "nsp": nsp.OBJECTIVE,
+    "prefix_lm": prefix_lm.OBJECTIVE,
     "qa": qa.OBJECTIVE,
     "seq2seq": seq2seq.OBJECTIVE,
     "span": span.OBJECTIVE,

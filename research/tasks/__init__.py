@@ -14,7 +14,7 @@ TASKS = {
                            classification.evaluate),
     "qa": Task("qa", "qa", "f1", qa.encode, qa.evaluate),
     "translation": Task("translation", "seq2seq", "bleu", seq2seq.encode,
-                        seq2seq.evaluate_translation),
+                        seq2seq.evaluate_translation, decoder_objective="prefix_lm"),
     "summarization": Task("summarization", "seq2seq", "rougeL", seq2seq.encode,
-                          seq2seq.evaluate_summarization),
+                          seq2seq.evaluate_summarization, decoder_objective="prefix_lm"),
 }

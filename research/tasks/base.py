@@ -18,6 +18,14 @@ class Task(NamedTuple):
   metric: str  # default metric for model selection (train.best_metric)
   encode: Callable  # (examples: list[dict], tokenizer, cfg) -> Encoded
   evaluate: Callable  # (predict, encoded: Encoded, tokenizer, cfg) -> {metric: float}
+  # The objective on a decoder (model.kind=decoder), where it differs: seq2seq tasks
+  # train an encoder-decoder with `objective`, a decoder as a prefix LM.
+  decoder_objective: str = ""
+
+  def objective_for(self, model_kind: str) -> str:
+    """The OBJECTIVES entry that trains this task on a model of `model_kind`."""
+    return self.decoder_objective if model_kind == "decoder" and self.decoder_objective \
+        else self.objective
 
 
 class Encoded(NamedTuple):

@@ -1,20 +1,41 @@
-"""Translation and summarization with an encoder-decoder: BLEU/chrF and ROUGE.
+"""Translation and summarization (and code generation's layout): BLEU/chrF and ROUGE.
 
-Sources are truncated to data.seq_len tokens, targets to data.target_len - 1
-plus </s>. Evaluation decodes the first generate.eval_examples examples of
-the split (greedy, or beam search with generate.beam_size) and scores the
-detokenised text against the references with sacrebleu or rouge-score.
+An encoder-decoder (model.kind=encoder_decoder) reads the source, cut to
+data.seq_len tokens with </s>, and decodes the target, cut to
+data.target_len - 1 tokens plus </s>. A decoder (model.kind=decoder, any
+family: Transformer, LSTM, GRU, causal CNN) reads both as one row
+`<s> source <sep> target </s>` (objectives/prefix_lm.py): the prompt
+`<s> source <sep>` holds up to data.seq_len tokens, the target as above;
+training rows pack several examples (data/rows.prefix_rows). A tokenizer
+without a separator (GPT-2, Llama) separates with its </s>. Sources cut to
+fit are counted in one printed line.
+
+Evaluation decodes the first generate.eval_examples examples of the split
+(greedy, or beam search with generate.beam_size), prompts of different
+lengths in one batch (generate.continue_rows), and scores the detokenised
+text against the references with sacrebleu or rouge-score.
 """
 
 import functools
+import sys
 
+import jax
 import numpy as np
 
 from research import generate, metrics
+from research.data.rows import prefix_rows
+from research.errors import DataError
 from research.tasks.base import Encoded
 
 
 def encode(examples: list[dict], tokenizer, cfg) -> Encoded:
+  """The split's arrays for cfg.model.kind: encoder-decoder rows, or packed decoder rows."""
+  if cfg.model.kind == "decoder":
+    return _encode_decoder(examples, tokenizer, cfg)
+  return _encode_encoder_decoder(examples, tokenizer, cfg)
+
+
+def _encode_encoder_decoder(examples: list[dict], tokenizer, cfg) -> Encoded:
   """Source rows and <s>-shifted decoder inputs / </s>-terminated targets."""
   n, s_len, t_len = len(examples), cfg.data.seq_len, cfg.data.target_len
   arrays = {name: np.zeros((n, length), np.int32) for name, length in (
@@ -34,32 +55,86 @@ def encode(examples: list[dict], tokenizer, cfg) -> Encoded:
   return Encoded(arrays, examples, {})
 
 
+def separator_id(tokenizer) -> int:
+  """The id between a decoder row's source and target: <sep>, or </s> if there is none."""
+  try:
+    return tokenizer.sep_id
+  except DataError:  # an imported tokenizer without one (GPT-2, Llama)
+    return tokenizer.eos_id
+
+
+def decoder_prompts(sources: list[str], tokenizer, prompt_len: int) -> list[list[int]]:
+  """`<s> source <sep>` of each source, the source cut to fit `prompt_len` tokens.
+
+  How many were cut is said in one line.
+  """
+  room = prompt_len - 2
+  if room < 1:
+    raise DataError(f"data.seq_len={prompt_len} leaves no room for a source beside <s> and "
+                    "<sep> in a decoder's prompt: raise data.seq_len")
+  bos, sep = tokenizer.bos_id, separator_id(tokenizer)
+  ids = [list(x) for x in tokenizer.encode_batch(sources)]
+  cut = sum(len(x) > room for x in ids)
+  if cut and jax.process_index() == 0:
+    print(f"trellis: {cut:,} of {len(ids):,} sources are longer than the {room} tokens "
+          f"data.seq_len={prompt_len} leaves beside <s> and <sep>: cut to their first {room}",
+          file=sys.stderr, flush=True)
+  return [[bos, *x[:room], sep] for x in ids]
+
+
+def _encode_decoder(examples: list[dict], tokenizer, cfg) -> Encoded:
+  """Packed `<s> source <sep> target </s>` rows of data.seq_len + data.target_len tokens
+  (training and the loss evaluation), and the prompts alone (`extra["prompts"]`:
+  right-aligned "tokens" [N, data.seq_len] and its "pad" counts, for decoding)."""
+  s_len, t_len = cfg.data.seq_len, cfg.data.target_len
+  prompts = decoder_prompts([e["source"] for e in examples], tokenizer, s_len)
+  targets = tokenizer.encode_batch([e["target"] for e in examples])
+  answers = [list(t)[:t_len - 1] + [tokenizer.eos_id] for t in targets]
+  arrays = prefix_rows(zip(prompts, answers), s_len + t_len)
+  prompt, pad = generate.left_pad(prompts, width=s_len)
+  return Encoded(arrays, examples, {"prompts": {"tokens": prompt, "pad": pad}})
+
+
 def _translate(network, batch, **options):
   return generate.translate_rows(network.backbone, batch["tokens"], batch["segment_ids"],
                                  **options)
 
 
+def _continue(network, batch, **options):
+  return generate.continue_rows(network.backbone, batch["tokens"], batch["pad"], **options)
+
+
 @functools.lru_cache(maxsize=None)
-def _decoder(**options):
+def _decoder(kind: str, **options):
   """fn(network, batch) -> output tokens [B, T]: one object per setting, so it compiles once."""
+  if kind == "decoder":
+    options.pop("bos_id")
+    return functools.partial(_continue, **options)
   return functools.partial(_translate, **options)
 
 
-def predict_texts(predict, encoded, tokenizer, cfg) -> list[str]:
-  """Decoded outputs of the first generate.eval_examples examples (0: all)."""
-  limit = min(cfg.generate.eval_examples or len(encoded.examples), len(encoded.examples))
-  sources = {name: encoded.arrays[name][:limit] for name in ("tokens", "segment_ids")}
-  decode = _decoder(max_new_tokens=cfg.data.target_len, bos_id=tokenizer.bos_id,
-                    eos_id=tokenizer.eos_id, beam_size=cfg.generate.beam_size,
+def decode_texts(predict, encoded, tokenizer, cfg, limit: int | None = None) -> list[str]:
+  """Greedy (or beam) outputs of the first `limit` examples (None: generate.eval_examples,
+  0 there: all), for an encoder-decoder or a decoder alike."""
+  if limit is None:
+    limit = cfg.generate.eval_examples
+  limit = min(limit or len(encoded.examples), len(encoded.examples))
+  if cfg.model.kind == "decoder":
+    rows = {k: v[:limit] for k, v in encoded.extra["prompts"].items()}
+  else:
+    rows = {name: encoded.arrays[name][:limit] for name in ("tokens", "segment_ids")}
+  decode = _decoder(cfg.model.kind, max_new_tokens=cfg.data.target_len,
+                    bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
+                    beam_size=cfg.generate.beam_size,
                     length_penalty=cfg.generate.length_penalty,
                     banned=generate.banned_ids(tokenizer))
-  ids = generate.cut_at_eos(predict(decode, sources), tokenizer.eos_id)
+  ids = generate.cut_at_eos(predict(decode, rows), tokenizer.eos_id)
   return [tokenizer.decode(row).strip() for row in ids]
 
 
 def evaluate_translation(predict, encoded, tokenizer, cfg) -> dict:
   """Corpus BLEU and chrF (sacrebleu) of the decoded outputs."""
-  outputs = predict_texts(predict, encoded, tokenizer, cfg)
+  outputs = decode_texts(predict, encoded, tokenizer, cfg)
   references = [e["target"] for e in encoded.examples[:len(outputs)]]
   return {"bleu": metrics.bleu(outputs, references), "chrf": metrics.chrf(outputs, references),
           "examples": float(len(outputs))}
@@ -67,6 +142,6 @@ def evaluate_translation(predict, encoded, tokenizer, cfg) -> dict:
 
 def evaluate_summarization(predict, encoded, tokenizer, cfg) -> dict:
   """ROUGE-1/2/L F-measures (rouge-score, stemmed) of the decoded outputs."""
-  outputs = predict_texts(predict, encoded, tokenizer, cfg)
+  outputs = decode_texts(predict, encoded, tokenizer, cfg)
   references = [e["target"] for e in encoded.examples[:len(outputs)]]
   return dict(metrics.rouge(outputs, references), examples=float(len(outputs)))
