@@ -168,6 +168,12 @@ def default_config() -> ml_collections.ConfigDict:
   g.beam_size = 1  # 1: greedy; > 1: beam search
   g.length_penalty = 0.6  # beam search: GNMT length penalty alpha (0 = none)
   g.eval_examples = 200  # seq2seq: validation examples decoded per evaluation (0 = all)
+  # Code generation's pass@k (tasks/code.py): 1 scores the greedy output; n > 1 draws n
+  # samples per doctest example at this temperature and nucleus.
+  g.num_samples = 1
+  g.temperature = 0.8
+  g.top_p = 0.95
+  g.timeout_s = 10.0  # wall-clock limit of one generated function's doctest run
 
   c.train = t = ml_collections.ConfigDict()
   t.batch_size = 16  # global batch, in sequences
@@ -351,6 +357,10 @@ def validate(cfg, num_devices: int) -> None:
          "data.doc_stride, data.max_answer_tokens must be positive and data.target_len > 1")
   _check(cfg.generate.beam_size >= 1, "generate.beam_size must be >= 1")
   _check(cfg.generate.eval_examples >= 0, "generate.eval_examples must be >= 0")
+  _check(cfg.generate.num_samples >= 1 and cfg.generate.temperature >= 0
+         and 0 < cfg.generate.top_p <= 1 and cfg.generate.timeout_s > 0,
+         "need generate.num_samples >= 1, generate.temperature >= 0, "
+         "0 < generate.top_p <= 1 and generate.timeout_s > 0")
 
   for name in ("steps", "batch_size", "microbatches", "log_every", "keep_checkpoints"):
     _check(t[name] > 0, f"train.{name} must be positive, got {t[name]}")

@@ -272,10 +272,12 @@ def left_pad(prompt_ids: list[list[int]], width: int | None = None,
 
 def translate_rows(model, source, source_segments, *, max_new_tokens: int, bos_id: int,
                    eos_id: int, beam_size: int = 1, length_penalty: float = 0.6,
-                   banned: tuple[int, ...] | None = None):
+                   banned: tuple[int, ...] | None = None, keys=None, temperature: float = 0.0,
+                   top_k: int = 0, top_p: float = 1.0):
   """Output tokens [B, max_new_tokens] of an encoder-decoder for source rows [B, S] (traceable).
 
-  Greedy with beam_size 1, else beam search with the GNMT length penalty;
+  Greedy with beam_size 1 (or sampled, with a temperature and row `keys`
+  [B, 2]: see `sample_loop`), else beam search with the GNMT length penalty;
   segment_ids 0 mark padding. Rows run on past eos: `cut_at_eos` ends them.
   No output holds an id of `banned` (None: TRELLIS_BANNED; eos_id never is).
   """
@@ -293,8 +295,9 @@ def translate_rows(model, source, source_segments, *, max_new_tokens: int, bos_i
     return beam_search(model, cache, logits[:, -1], beam_size=beam_size,
                        max_new_tokens=max_new_tokens, eos_id=eos_id,
                        length_penalty=length_penalty, banned=banned)
-  return sample_loop(model, cache, logits[:, -1], row_keys(jax.random.PRNGKey(0), rows),
-                     max_new_tokens, 0.0, 0, 1.0, banned=banned)
+  keys = row_keys(jax.random.PRNGKey(0), rows) if keys is None else keys
+  return sample_loop(model, cache, logits[:, -1], keys, max_new_tokens, temperature, top_k,
+                     top_p, banned=banned)
 
 
 @functools.partial(jax.jit, static_argnames=("merge", "max_new_tokens", "beam_size",

@@ -20,6 +20,7 @@ TASK_METRICS = {
     "translation": ("bleu", "chrf"),
     "translation:tiny_decoder": ("bleu", "chrf"),  # a decoder, as a prefix LM
     "summarization": ("rouge1", "rouge2", "rougeL"),
+    "code": ("exact_match", "chrf", "parse_rate", "pass@1"),  # doctests run in a sandbox
 }
 
 

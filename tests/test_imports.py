@@ -1,8 +1,8 @@
 """The library's imports are a stack: at the top of each file, no cycles, each module importable.
 
 Entry points -> finetune -> tasks, hf -> train, generate -> workdir, throughput
--> network -> objectives, data, optim, sharding, checkpoint -> models, metrics
--> config, errors. A function-level import of research code hides an edge of
+-> network -> objectives, data, optim, sharding, checkpoint -> models, metrics,
+execution -> config, errors. A function-level import of research code hides an edge of
 this graph, so it is allowed only with a comment saying why (`# late: ...`
 or `# why: ...`, e.g. the config is read before jax is set up).
 """
@@ -25,7 +25,7 @@ LAYERS = [
     ("research.network",),
     ("research.objectives", "research.data", "research.optim", "research.sharding",
      "research.checkpoint", "research.metric_log", "research.distributed"),
-    ("research.models", "research.metrics"),
+    ("research.models", "research.metrics", "research.execution"),
     ("research.presets", "research.config", "research.data.sources", "research.errors",
      "research"),
 ]

