@@ -54,12 +54,19 @@ def runs(tmp_path_factory):
                    f"--workdir={root / 'mr'}", f"--config.init_from={decoder}", *FAST),
       "translate": ("experiments.finetune", "--config=configs/finetune/translation.py:tiny",
                     f"--workdir={root / 'en_es'}", f"--config.init_from={seq2seq}", *FAST),
+      # The encoder-decoder preset on a Llama: the source makes it a decoder, trained as a
+      # prefix LM (its tokenizer has no separator: </s> separates), rows within max_len 64.
+      "translate_decoder": ("experiments.finetune",
+                            "--config=configs/finetune/translation.py:tiny",
+                            f"--workdir={root / 'en_es_llama'}", f"--config.init_from={decoder}",
+                            "--config.data.seq_len=32", "--config.data.target_len=32", *FAST),
   }, workers=2)
   return root, decoder, results
 
 
 @pytest.mark.parametrize("run, workdir, fmt, metric", [
-    ("classify", "mr", "hf-llama", "accuracy"), ("translate", "en_es", "hf-t5", "bleu")])
+    ("classify", "mr", "hf-llama", "accuracy"), ("translate", "en_es", "hf-t5", "bleu"),
+    ("translate_decoder", "en_es_llama", "hf-llama", "bleu")])
 def test_finetune_from_a_hugging_face_folder(runs, run, workdir, fmt, metric):
   root, _, results = runs
   result = results[run]
@@ -68,8 +75,11 @@ def test_finetune_from_a_hugging_face_folder(runs, run, workdir, fmt, metric):
   out = json.loads((root / workdir / "results.json").read_text())
   assert 0 <= out["test"][metric] <= 100 and out["best_step"] == 6
   assert out["lineage"]["format"] == fmt
-  saved = json.loads((root / workdir / "config.json").read_text())["model"]
-  assert saved["num_layers"] == 2 and saved["width"] == 32  # the source's, not the preset's
+  saved = json.loads((root / workdir / "config.json").read_text())
+  assert saved["model"]["num_layers"] == 2 and saved["model"]["width"] == 32  # the source's
+  assert saved["objectives"] == ({"prefix_lm": 1.0} if run == "translate_decoder"
+                                 else {"classify": 1.0} if run == "classify"
+                                 else {"seq2seq": 1.0})
 
 
 def test_generate_straight_from_a_hugging_face_decoder(runs):
