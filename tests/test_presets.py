@@ -1,9 +1,14 @@
 """The one config loader (research/presets.py) and the check of data.source."""
 
+import glob
+import importlib
+import os
+
 import huggingface_hub
 import pytest
 
-from research import presets
+from research import finetune, presets
+from research.config import validate
 from research.data import sources, text
 from research.errors import ConfigError, DataError
 
@@ -119,3 +124,21 @@ def test_path_fields_and_flags_expand_home_and_variables(tmp_path, monkeypatch):
   flag_values(["prog", "--workdir=~/runs/x"])
   cli.expand_path_flags(flag_values)
   assert flag_values.workdir == f"{tmp_path}/runs/x" and flag_values.preset == "tiny"
+
+
+def _preset_specs():
+  for path in sorted(glob.glob("configs/*/*.py")):
+    if path.endswith("__init__.py") or path.endswith("common.py"):
+      continue
+    module = importlib.import_module(path[:-3].replace(os.sep, "."))
+    for preset in getattr(module, "PRESETS", {}):
+      yield f"{path}:{preset}"
+
+
+@pytest.mark.parametrize("spec", list(_preset_specs()))
+def test_every_preset_of_every_config_file_is_valid(spec):
+  """As its command would run it (fine-tuning: with the task's objective for its kind)."""
+  cfg = presets.load(spec, [])
+  if "configs/finetune/" in spec:
+    cfg = finetune.task_config(cfg)[1]
+  validate(cfg, 8)
