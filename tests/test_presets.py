@@ -7,6 +7,7 @@ import os
 import huggingface_hub
 import pytest
 
+from conftest import REPO
 from research import finetune, presets
 from research.config import validate
 from research.data import sources, text
@@ -127,7 +128,8 @@ def test_path_fields_and_flags_expand_home_and_variables(tmp_path, monkeypatch):
 
 
 def _preset_specs():
-  for path in sorted(glob.glob("configs/*/*.py")):
+  for path in sorted(glob.glob(os.path.join(REPO, "configs", "*", "*.py"))):
+    path = os.path.relpath(path, REPO)
     if path.endswith("__init__.py") or path.endswith("common.py"):
       continue
     module = importlib.import_module(path[:-3].replace(os.sep, "."))
