@@ -62,7 +62,7 @@ def test_splits_are_fixed_disjoint_and_ranked_by_name(splits):
   total = sum(len(s) for s in splits.values())
   assert total > 3000
   for split in ("validation", "test"):
-    assert abs(len(splits[split]) - round(code.HELD_OUT_FRACTION * total)) <= 3
+    assert abs(len(splits[split]) - round(sources.TASK_HELD_OUT_FRACTION * total)) <= 3
   again = code.code_splits()
   assert again == splits and again["test"][0] is not splits["test"][0]  # copies
   assert code.held_out_names() == names["validation"] | names["test"]

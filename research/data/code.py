@@ -54,7 +54,6 @@ from research.data import sources
 BODY_MAX_LINES = 30
 BODY_MAX_CHARS = 1200
 SOURCE_MAX_CHARS = 1500
-HELD_OUT_FRACTION = 0.1  # of the examples for each of test and validation, as data/tasks.py
 DOCTEST_TIMEOUT_S = 10.0  # per reference function, in the sandbox
 
 
@@ -165,10 +164,8 @@ def _static_splits() -> dict[str, tuple[dict, ...]]:
       if definition.example and _full_text(definition.example) not in seen:
         seen.add(_full_text(definition.example))
         examples.append(definition.example)
-  # The scheme of data/tasks._fixed_splits, which this module cannot import: tasks.py
-  # imports this one for its loader, and the module graph has no cycles.
-  held_out = round(HELD_OUT_FRACTION * len(examples))
-  test, validation, train = sources.hash_split(examples, lambda e: e["name"], (held_out, held_out))
+  splits = sources.fixed_splits(examples, lambda e: e["name"])
+  train, validation, test = splits["train"], splits["validation"], splits["test"]
   return {"train": tuple(train), "validation": tuple(validation), "test": tuple(test)}
 
 

@@ -400,3 +400,14 @@ def hash_split(examples: list, key: Callable[[object], str],
   for i, example in enumerate(examples):
     parts[part_of[i]].append(example)
   return parts
+
+
+TASK_HELD_OUT_FRACTION = 0.1  # of a built-in task's examples, for each of test and validation
+
+
+def fixed_splits(examples: list, key: Callable[[object], str]) -> dict[str, list]:
+  """A built-in task's splits: by the sha256 of `key(example)`, the first 10% "test", the
+  next 10% "validation", the rest "train" (`hash_split`), whatever the run's seed."""
+  held_out = round(TASK_HELD_OUT_FRACTION * len(examples))
+  test, validation, train = hash_split(examples, key, (held_out, held_out))
+  return {"train": train, "validation": validation, "test": test}

@@ -73,7 +73,7 @@ official nested SQuAD v1.1 JSON ({"data": [{"paragraphs": [...]}]}).
 """
 
 import json
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import datasets
 
@@ -85,7 +85,6 @@ BUILTIN_TASKS = {"mr": "classification", "bbc_topic": "classification",
                  "bbc_headline": "summarization", "kjv_en_es": "translation",
                  "squad_builtin": "qa", "python_code_fns": "code"}
 SPLITS = ("train", "validation", "test")
-HELD_OUT_FRACTION = 0.1  # of built-in data for each of test and validation
 
 
 class TaskData(NamedTuple):
@@ -115,22 +114,16 @@ def load_task_data(kind: str, data_cfg) -> TaskData:
   return _BUILTIN_LOADERS[source](data_cfg.cache_dir)
 
 
-def _fixed_splits(examples: list[dict], key: Callable[[dict], str]) -> dict[str, list[dict]]:
-  held_out = round(HELD_OUT_FRACTION * len(examples))
-  test, validation, train = sources.hash_split(examples, key, (held_out, held_out))
-  return {"train": train, "validation": validation, "test": test}
-
-
 def _mr(cache_dir: str) -> TaskData:
   examples = [{"text": s, "label": label} for s, label in sources.mr_sentences(cache_dir)]
-  return TaskData(_fixed_splits(examples, lambda e: e["text"]), ("negative", "positive"))
+  return TaskData(sources.fixed_splits(examples, lambda e: e["text"]), ("negative", "positive"))
 
 
 def _bbc(cache_dir: str) -> tuple[list[tuple[str, str, str]], dict[str, list[int]]]:
   """The articles and, per split, the indices of its articles."""
   articles = sources.bbc_articles(cache_dir)
   indexed = [{"i": i, "body": body} for i, (_, _, body) in enumerate(articles)]
-  splits = _fixed_splits(indexed, lambda e: e["body"])
+  splits = sources.fixed_splits(indexed, lambda e: e["body"])
   return articles, {name: [e["i"] for e in split] for name, split in splits.items()}
 
 
@@ -154,13 +147,13 @@ def _kjv_en_es(cache_dir: str) -> TaskData:
   pairs = sword.aligned_verses(sources.sword_module(sources.SWORD_KJV, cache_dir),
                                sources.sword_module(sources.SWORD_SPARV, cache_dir))
   examples = [{"source": english, "target": spanish} for _, english, spanish in pairs]
-  return TaskData(_fixed_splits(examples, lambda e: e["source"]), None)
+  return TaskData(sources.fixed_splits(examples, lambda e: e["source"]), None)
 
 
 def _squad_builtin(cache_dir: str) -> TaskData:
   markup = sword.read_verses(sources.sword_module(sources.SWORD_KJV, cache_dir))
   examples = sword.cloze_questions({i: sword.verse_text(m) for i, m in markup.items()})
-  return TaskData(_fixed_splits(examples, lambda e: e["context"]), None)
+  return TaskData(sources.fixed_splits(examples, lambda e: e["context"]), None)
 
 
 def _python_code_fns(cache_dir: str) -> TaskData:
@@ -184,7 +177,7 @@ def _load_files(kind: str, d) -> TaskData:
     if len(raw["train"]) < 2:
       raise DataError(f"{where['train']} has {len(raw['train'])} row(s): cannot hold out "
                       "a validation split; add rows or set data.eval_files")
-    held_out = max(1, round(HELD_OUT_FRACTION * len(raw["train"])))
+    held_out = max(1, round(sources.TASK_HELD_OUT_FRACTION * len(raw["train"])))
     raw["validation"], raw["train"] = sources.hash_split(
         raw["train"], lambda row: json.dumps(row, sort_keys=True, default=str), (held_out,))
     where["validation"] = f"validation split (held out of {given['train']})"
