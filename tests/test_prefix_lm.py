@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 
 from research import config as config_lib
-from research import generate, objectives, train
+from research import finetune, generate, objectives, presets, train
 from research.data.rows import prefix_rows
-from research.errors import DataError
+from research.errors import ConfigError, DataError
 from research.objectives.base import Context, Pass, Vocab
 from research.tasks import TASKS, seq2seq
 from research.workdir import resolve
-from test_cli import assert_user_error, run_cli
 
 VOCAB = 96
 
@@ -131,7 +130,10 @@ def test_seq2seq_trains_a_decoder_with_the_prefix_lm():
 
 
 def test_a_row_longer_than_max_len_is_one_line_error():
-  assert_user_error(run_cli("experiments.finetune",
-                            "--config=configs/finetune/translation.py:tiny_decoder",
-                            "--workdir=/nonexistent/never", "--config.data.seq_len=60"),
-                    "data.seq_len + data.target_len = 60 + 48 = 108", "model.max_len=96")
+  cfg = finetune.task_config(presets.load("configs/finetune/translation.py:tiny_decoder",
+                                          ["--config.data.seq_len=60"]))[1]
+  with pytest.raises(ConfigError) as e:
+    config_lib.validate(cfg, 8)
+  message = str(e.value)
+  assert "\n" not in message and "model.max_len=96" in message
+  assert "data.seq_len + data.target_len = 60 + 48 = 108" in message, message
