@@ -14,6 +14,10 @@ before any argmax, sampling filter or beam score (`sample_token`,
 `beam_search`), so greedy picks the best other id. Eos stays allowed: it ends
 the output. The ids come from the tokenizer (`banned_ids`); by default those
 every Trellis tokenizer fixes (objectives.base.Vocab's).
+
+Why ~420 lines: one decoding path for every model (decoders, encoder-decoders,
+batched prompts), its samplers, the beam search and the prompt checks; split,
+each part would need the others' conventions (row keys, banned ids, eos).
 """
 
 import functools

@@ -37,6 +37,10 @@ Fine-tuning sources (read here, turned into task examples by data/tasks.py):
   SWORD_KJV,       Debian sword-text-kjv 14.3-1 and sword-text-sparv 2.60-1:
   SWORD_SPARV      the King James Version and Reina-Valera 1909 as SWORD
                    zText modules (read by data/sword.py); public domain.
+
+Why ~410 lines: every pinned package and how its files become documents, and
+the fixed hash splits they are cut by, in one place below everything that
+reads data.
 """
 
 import contextlib
