@@ -137,3 +137,23 @@ def test_a_row_longer_than_max_len_is_one_line_error():
   message = str(e.value)
   assert "\n" not in message and "model.max_len=96" in message
   assert "data.seq_len + data.target_len = 60 + 48 = 108" in message, message
+
+
+@pytest.mark.parametrize("kind", ["decoder", "encoder_decoder"])
+def test_cut_sources_and_targets_are_counted_in_one_line_each(kind, capsys):
+  cfg = _cfg() if kind == "decoder" else None
+  if cfg is None:
+    cfg = config_lib.default_config()
+    cfg.model.update(kind="encoder_decoder", vocab_size=VOCAB)
+    cfg.data.update(seq_len=24, target_len=16)
+  seq2seq.encode(EXAMPLES, CharTokenizer(), cfg)
+  err = capsys.readouterr().err.strip().splitlines()
+  room = 22 if kind == "decoder" else 23
+  long_sources = sum(len(e["source"]) > room for e in EXAMPLES)
+  long_targets = sum(len(e["target"]) > 15 for e in EXAMPLES)
+  assert err == [
+      f"trellis: {long_sources} of 11 sources are longer than the {room} tokens "
+      + ("data.seq_len=24 leaves beside <s> and <sep>" if kind == "decoder"
+         else "data.seq_len=24 leaves beside </s>") + f": cut to their first {room}",
+      f"trellis: {long_targets} of 11 targets are longer than the 15 tokens "
+      "data.target_len=16 leaves beside </s>: cut to their first 15"], err

@@ -7,8 +7,8 @@ family: Transformer, LSTM, GRU, causal CNN) reads both as one row
 `<s> source <sep> target </s>` (objectives/prefix_lm.py): the prompt
 `<s> source <sep>` holds up to data.seq_len tokens, the target as above;
 training rows pack several examples (data/rows.prefix_rows). A tokenizer
-without a separator (GPT-2, Llama) separates with its </s>. Sources cut to
-fit are counted in one printed line.
+without a separator (GPT-2, Llama) separates with its </s>. Sources and
+targets cut to fit are counted in one printed line each.
 
 Evaluation decodes the first generate.eval_examples examples of the split
 (greedy, or beam search with generate.beam_size), prompts of different
@@ -41,11 +41,11 @@ def _encode_encoder_decoder(examples: list[dict], tokenizer, cfg) -> Encoded:
   arrays = {name: np.zeros((n, length), np.int32) for name, length in (
       ("tokens", s_len), ("segment_ids", s_len), ("positions", s_len),
       ("decoder_tokens", t_len), ("decoder_targets", t_len), ("decoder_segment_ids", t_len))}
-  sources = tokenizer.encode_batch([e["source"] for e in examples])
-  targets = tokenizer.encode_batch([e["target"] for e in examples])
-  for i, (src, tgt) in enumerate(zip(sources, targets)):
-    src = list(src)[:s_len - 1] + [tokenizer.eos_id]
-    tgt = list(tgt)[:t_len - 1]
+  sources = [list(x) for x in tokenizer.encode_batch([e["source"] for e in examples])]
+  say_cut(sources, s_len - 1, "sources", f"data.seq_len={s_len} leaves beside </s>")
+  for i, (src, tgt) in enumerate(zip(sources, _targets(examples, tokenizer, cfg))):
+    src = src[:s_len - 1] + [tokenizer.eos_id]
+    tgt = tgt[:-1]  # without its </s>: the decoder reads <s> + tgt, predicts tgt + </s>
     arrays["tokens"][i, :len(src)] = src
     arrays["segment_ids"][i, :len(src)] = 1
     arrays["positions"][i, :len(src)] = np.arange(len(src))
@@ -74,12 +74,24 @@ def decoder_prompts(sources: list[str], tokenizer, prompt_len: int) -> list[list
                     "<sep> in a decoder's prompt: raise data.seq_len")
   bos, sep = tokenizer.bos_id, separator_id(tokenizer)
   ids = [list(x) for x in tokenizer.encode_batch(sources)]
+  say_cut(ids, room, "sources", f"data.seq_len={prompt_len} leaves beside <s> and <sep>")
+  return [[bos, *x[:room], sep] for x in ids]
+
+
+def say_cut(ids: list, room: int, what: str, why: str) -> None:
+  """One line saying how many of `ids` are longer than `room` (and so are cut), if any."""
   cut = sum(len(x) > room for x in ids)
   if cut and jax.process_index() == 0:
-    print(f"trellis: {cut:,} of {len(ids):,} sources are longer than the {room} tokens "
-          f"data.seq_len={prompt_len} leaves beside <s> and <sep>: cut to their first {room}",
-          file=sys.stderr, flush=True)
-  return [[bos, *x[:room], sep] for x in ids]
+    print(f"trellis: {cut:,} of {len(ids):,} {what} are longer than the {room} tokens {why}: "
+          f"cut to their first {room}", file=sys.stderr, flush=True)
+
+
+def _targets(examples, tokenizer, cfg) -> list[list[int]]:
+  """Each target cut to data.target_len - 1 tokens, then </s> (the cut said in one line)."""
+  t_len = cfg.data.target_len
+  targets = [list(t) for t in tokenizer.encode_batch([e["target"] for e in examples])]
+  say_cut(targets, t_len - 1, "targets", f"data.target_len={t_len} leaves beside </s>")
+  return [t[:t_len - 1] + [tokenizer.eos_id] for t in targets]
 
 
 def _encode_decoder(examples: list[dict], tokenizer, cfg) -> Encoded:
@@ -88,9 +100,7 @@ def _encode_decoder(examples: list[dict], tokenizer, cfg) -> Encoded:
   right-aligned "tokens" [N, data.seq_len] and its "pad" counts, for decoding)."""
   s_len, t_len = cfg.data.seq_len, cfg.data.target_len
   prompts = decoder_prompts([e["source"] for e in examples], tokenizer, s_len)
-  targets = tokenizer.encode_batch([e["target"] for e in examples])
-  answers = [list(t)[:t_len - 1] + [tokenizer.eos_id] for t in targets]
-  arrays = prefix_rows(zip(prompts, answers), s_len + t_len)
+  arrays = prefix_rows(zip(prompts, _targets(examples, tokenizer, cfg)), s_len + t_len)
   prompt, pad = generate.left_pad(prompts, width=s_len)
   return Encoded(arrays, examples, {"prompts": {"tokens": prompt, "pad": pad}})
 
