@@ -19,7 +19,7 @@ from research.config import with_preset
 PRESETS = {
     "tiny": dict(model=dict(num_layers=2, width=64, num_heads=4, max_len=256),
                  task="code",
-                 data=dict(source="python_code_fns", seq_len=128, target_len=96, vocab_size=512),
+                 data=dict(source="python_code_fns", seq_len=96, target_len=48, vocab_size=512),
                  generate=dict(eval_examples=8, timeout_s=5.0),
                  train=dict(FINETUNE, **FINETUNE_TINY, lr=3e-3)),
     # The shape of gpt_clm's small_code, so a run of it is an init_from.

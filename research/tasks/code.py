@@ -26,13 +26,12 @@ EM, chrF and parse rate cover the first generate.eval_examples examples
 """
 
 import ast
-import functools
 import sys
 
 import jax
 import numpy as np
 
-from research import execution, generate, metrics
+from research import execution, metrics
 from research.errors import ConfigError
 from research.tasks import seq2seq
 
@@ -40,43 +39,10 @@ encode = seq2seq.encode
 PASS_AT = (1, 10, 100)
 
 
-def _sample(network, batch, *, kind, seed, **options):
-  """`fn(network, batch)` drawing row keys from each row's sample id (batch-invariant)."""
-  keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.PRNGKey(seed), batch["sample_id"])
-  if kind == "decoder":
-    return generate.continue_rows(network.backbone, batch["tokens"], batch["pad"], keys=keys,
-                                  **options)
-  return generate.translate_rows(network.backbone, batch["tokens"], batch["segment_ids"],
-                                 keys=keys, **options)
-
-
-@functools.lru_cache(maxsize=None)
-def _sampler(**options):
-  return functools.partial(_sample, **options)
-
-
-def _rows(encoded, kind: str, index: np.ndarray) -> dict:
-  if kind == "decoder":
-    return {k: v[index] for k, v in encoded.extra["prompts"].items()}
-  return {k: encoded.arrays[k][index] for k in ("tokens", "segment_ids")}
-
-
 def _decode(predict, encoded, tokenizer, cfg, index, samples: int) -> list[str]:
-  """Outputs of the examples at `index`, `samples` each (greedy when samples == 1)."""
-  g = cfg.generate
-  rows = _rows(encoded, cfg.model.kind, np.repeat(index, samples))
-  rows["sample_id"] = (np.repeat(index, samples) * samples
-                       + np.tile(np.arange(samples), len(index))).astype(np.int32)
-  options = dict(kind=cfg.model.kind, seed=cfg.seed, max_new_tokens=cfg.data.target_len,
-                 eos_id=tokenizer.eos_id, banned=generate.banned_ids(tokenizer))
-  if cfg.model.kind != "decoder":
-    options["bos_id"] = tokenizer.bos_id
-  if samples > 1:
-    options.update(temperature=g.temperature, top_p=g.top_p)
-  else:
-    options.update(beam_size=g.beam_size, length_penalty=g.length_penalty)
-  ids = generate.cut_at_eos(predict(_sampler(**options), rows), tokenizer.eos_id)
-  return [tokenizer.decode(row).rstrip() for row in ids]
+  """Bodies of the examples at `index`, `samples` each (seq2seq.decode_ids), indentation kept."""
+  return [tokenizer.decode(row).rstrip()
+          for row in seq2seq.decode_ids(predict, encoded, tokenizer, cfg, index, samples)]
 
 
 def _same(a: str, b: str) -> bool:

@@ -105,41 +105,55 @@ def _encode_decoder(examples: list[dict], tokenizer, cfg) -> Encoded:
   return Encoded(arrays, examples, {"prompts": {"tokens": prompt, "pad": pad}})
 
 
-def _translate(network, batch, **options):
+def _decode(network, batch, *, kind: str, seed: int, **options):
+  """Output tokens [B, T] of the batch's rows, row b sampling (if it samples) with the key
+  of its batch["sample_id"], so a row's draw does not depend on its batch."""
+  keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.PRNGKey(seed), batch["sample_id"])
+  if kind == "decoder":
+    return generate.continue_rows(network.backbone, batch["tokens"], batch["pad"], keys=keys,
+                                  **options)
   return generate.translate_rows(network.backbone, batch["tokens"], batch["segment_ids"],
-                                 **options)
-
-
-def _continue(network, batch, **options):
-  return generate.continue_rows(network.backbone, batch["tokens"], batch["pad"], **options)
+                                 keys=keys, **options)
 
 
 @functools.lru_cache(maxsize=None)
-def _decoder(kind: str, **options):
+def _decoder(**options):
   """fn(network, batch) -> output tokens [B, T]: one object per setting, so it compiles once."""
-  if kind == "decoder":
-    options.pop("bos_id")
-    return functools.partial(_continue, **options)
-  return functools.partial(_translate, **options)
+  return functools.partial(_decode, **options)
 
 
-def decode_texts(predict, encoded, tokenizer, cfg, limit: int | None = None) -> list[str]:
-  """Greedy (or beam) outputs of the first `limit` examples (None: generate.eval_examples,
-  0 there: all), for an encoder-decoder or a decoder alike."""
-  if limit is None:
-    limit = cfg.generate.eval_examples
-  limit = min(limit or len(encoded.examples), len(encoded.examples))
+def decode_ids(predict, encoded, tokenizer, cfg, index, samples: int = 1) -> list[list[int]]:
+  """Output ids (cut before eos) of the examples at `index`, `samples` each, in order.
+
+  One sample is greedy (or beam search with generate.beam_size); more are drawn
+  at generate.temperature / generate.top_p, sample j of example i with the key
+  fold_in(seed, i * samples + j). An encoder-decoder decodes its source rows, a
+  decoder its prompts (`extra["prompts"]`).
+  """
+  index = np.repeat(np.asarray(index, np.int64), samples)
   if cfg.model.kind == "decoder":
-    rows = {k: v[:limit] for k, v in encoded.extra["prompts"].items()}
+    rows = {k: v[index] for k, v in encoded.extra["prompts"].items()}
   else:
-    rows = {name: encoded.arrays[name][:limit] for name in ("tokens", "segment_ids")}
-  decode = _decoder(cfg.model.kind, max_new_tokens=cfg.data.target_len,
-                    bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
-                    beam_size=cfg.generate.beam_size,
-                    length_penalty=cfg.generate.length_penalty,
-                    banned=generate.banned_ids(tokenizer))
-  ids = generate.cut_at_eos(predict(decode, rows), tokenizer.eos_id)
-  return [tokenizer.decode(row).strip() for row in ids]
+    rows = {k: encoded.arrays[k][index] for k in ("tokens", "segment_ids")}
+  rows["sample_id"] = (index * samples + np.tile(np.arange(samples),
+                                                 len(index) // samples)).astype(np.int32)
+  g = cfg.generate
+  options = dict(kind=cfg.model.kind, seed=cfg.seed, max_new_tokens=cfg.data.target_len,
+                 eos_id=tokenizer.eos_id, banned=generate.banned_ids(tokenizer))
+  if cfg.model.kind != "decoder":
+    options["bos_id"] = tokenizer.bos_id
+  if samples > 1:
+    options.update(temperature=g.temperature, top_p=g.top_p)
+  else:
+    options.update(beam_size=g.beam_size, length_penalty=g.length_penalty)
+  return generate.cut_at_eos(predict(_decoder(**options), rows), tokenizer.eos_id)
+
+
+def decode_texts(predict, encoded, tokenizer, cfg) -> list[str]:
+  """Greedy (or beam) outputs of the first generate.eval_examples examples (0: all)."""
+  limit = min(cfg.generate.eval_examples or len(encoded.examples), len(encoded.examples))
+  return [tokenizer.decode(row).strip()
+          for row in decode_ids(predict, encoded, tokenizer, cfg, np.arange(limit))]
 
 
 def evaluate_translation(predict, encoded, tokenizer, cfg) -> dict:
