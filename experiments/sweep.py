@@ -11,10 +11,12 @@ crossed with every setting). `--config.KEY=V` applies to every run. Each run
 is `python -m experiments.{pretrain,finetune}` in WORKDIR/NAME, NAME being its
 overrides (`model.arch=lstm,seed=1`), with its output in stdout.log and
 stderr.log there. Running the same command again skips finished runs (their
-results.json holds the metric) and resumes interrupted ones. WORKDIR gets
+results.json holds the metric) and resumes interrupted ones; a run whose
+workdir another process holds (research/workdir.py: WorkdirLock) is not
+started but reported as `locked`. WORKDIR gets
 summary.csv and summary.md (mean ± std and a 95% t-interval over seeds per
 setting), runs.csv, loss_curves.png and metric_bars.png. Exit status: 0, 1
-if any run failed, 2 for a bad sweep (before any run starts), 128+signal if
+if any run failed or was locked, 2 for a bad sweep (before any run starts), 128+signal if
 interrupted.
 """
 
@@ -31,6 +33,7 @@ from experiments import cli
 from research import config as config_lib
 from research import presets
 from research import sweep
+from research import lock as lock_lib
 from research.errors import ConfigError, TrellisError
 
 _CONFIG = flags.DEFINE_string("config", None, "config file[:preset] of every run")
@@ -178,6 +181,12 @@ def run_all(root: str, todo: dict, entry: str, parallel: int, total: int, commit
     while (queue and not stop.signum) or running:
       while queue and len(running) < parallel and not stop.signum:
         name = queue.pop(0)
+        holder = lock_lib.lock_holder(os.path.join(root, name))
+        if holder:  # another sweep (or a requeued job) runs it now: leave it alone
+          outcome[name] = ("locked", lock_lib.busy_message(os.path.join(root, name), holder))
+          bar.update(1)
+          tqdm.write(f"locked {name}: {outcome[name][1]}")
+          continue
         running[name] = _launch(os.path.join(root, name), entry, todo[name], commit)
       time.sleep(0.2)
       for name, (proc, started, logs) in list(running.items()):
@@ -279,9 +288,10 @@ def main(argv, overrides):
   print("\n" + report(root, results, metric, title))
   print(f"tables and plots in {root}: summary.csv, summary.md, runs.csv, loss_curves.png, "
         "metric_bars.png")
-  failed = [r for r in results if r.status == "failed"]
+  failed = [r for r in results if r.status in ("failed", "locked")]
   for r in failed:
-    print(f"failed: {r.name}: {r.error} (see {os.path.join(root, r.name, 'stderr.log')})",
+    print(f"{r.status}: {r.name}: {r.error}" + (
+        f" (see {os.path.join(root, r.name, 'stderr.log')})" if r.status == "failed" else ""),
           file=sys.stderr)
   if signum:
     sys.exit(128 + signum)

@@ -37,7 +37,9 @@ from research.data.tokenizer import load_or_train_tokenizer
 from research.errors import CheckpointError, ConfigError
 from research.objectives.base import Vocab
 from research.tasks import TASKS
-from research.workdir import check_workdir, prepare_workdir, resolve, restore_params
+from research.lock import WorkdirLock
+from research.workdir import (check_workdir, prepare_workdir, resolve, restore_params,
+                              write_atomically)
 
 # Free fields whose source value differs from the run's are named (regularisation).
 _NOTED_FREE_FIELDS = ("dropout", "attention_dropout")
@@ -171,21 +173,21 @@ def finetune(cfg, workdir: str) -> dict:
   check_workdir(cfg, workdir)
   encoded = {split: task.encode(examples, tokenizer, cfg)
              for split, examples in task_data.splits.items()}
-  prepare_workdir(cfg, workdir)  # the data loaded and encoded: the run starts
-  if jax.process_index() == 0:  # the workdir is self-contained: generate/evaluate read it
-    tokenizer.save(workdir)
-  trainer = train.Trainer(cfg, Vocab.from_tokenizer(tokenizer, cfg.model.vocab_size), heads)
-  score = lambda params, split: task.evaluate(functools.partial(trainer.predict, params),
-                                              encoded[split], tokenizer, cfg)
-  results = train.train_and_evaluate(
-      trainer, workdir, TrainData(encoded["train"].arrays, encoded["validation"].arrays),
-      evaluate=lambda params: score(params, "validation"),
-      initial_params=source.params if source else None,
-      lineage=source.lineage if source else None)
-  test = score(_selected_params(trainer, workdir), "test")
-  results = dict(results, test=test, task=cfg.task, data=cfg.data.source,
-                 label_names=list(task_data.label_names or ()))
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2)
+  with WorkdirLock(workdir):  # the run, its test scoring and results.json: one run's
+    prepare_workdir(cfg, workdir)  # the data loaded and encoded: the run starts
+    if jax.process_index() == 0:  # the workdir is self-contained: generate/evaluate read it
+      tokenizer.save(workdir)
+    trainer = train.Trainer(cfg, Vocab.from_tokenizer(tokenizer, cfg.model.vocab_size), heads)
+    score = lambda params, split: task.evaluate(functools.partial(trainer.predict, params),
+                                                encoded[split], tokenizer, cfg)
+    results = train.train_and_evaluate(
+        trainer, workdir, TrainData(encoded["train"].arrays, encoded["validation"].arrays),
+        evaluate=lambda params: score(params, "validation"),
+        initial_params=source.params if source else None,
+        lineage=source.lineage if source else None)
+    test = score(_selected_params(trainer, workdir), "test")
+    results = dict(results, test=test, task=cfg.task, data=cfg.data.source,
+                   label_names=list(task_data.label_names or ()))
+    if jax.process_index() == 0:
+      write_atomically(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
   return results

@@ -199,7 +199,7 @@ class RunResult(NamedTuple):
   """What a sweep knows about one run after it ran (or was skipped)."""
   name: str
   overrides: dict
-  status: str  # done | failed | interrupted | not run
+  status: str  # done | failed | interrupted | locked | not run
   value: float | None  # the metric, when done
   config_hash: str
   commit: str

@@ -25,13 +25,15 @@ from tqdm import tqdm
 
 from research import config as config_lib
 from research import network, objectives, optim, sharding, throughput
-from research.checkpoint import BestParams, Checkpoints, check_params
+from research.checkpoint import (BestParams, Checkpoints, SaveFailed, check_params,
+                                 committed_steps, write_failure)
 from research.data import pipeline
-from research.errors import Interrupted, TrainingError
+from research.errors import CheckpointError, Interrupted, TrainingError
 from research.metric_log import MetricLog
 from research.models import layers
 from research.objectives.base import Context, Vocab
-from research.workdir import check_workdir, prepare_workdir, resolve
+from research.lock import WorkdirLock
+from research.workdir import check_workdir, prepare_workdir, resolve, write_atomically
 
 
 def train_step(state, batch, *, netdef: network.NetworkDef, loss_fn: Callable,
@@ -218,12 +220,14 @@ def _train_row(pending: list, seconds: float, tokens_per_step: int, weights, flo
                peak_flops) -> dict:
   """One train row of metrics.jsonl from the steps since the last row.
 
-  mfu: `flops_per_step` (throughput.step_flops) per second over `peak_flops`.
+  steps: how many steps the row averages (fewer than log_every when a run
+  resumed, or stopped on a signal, mid-window). mfu: `flops_per_step`
+  (throughput.step_flops) per second over `peak_flops`.
   """
   sums = jax.tree.map(lambda *xs: np.sum(np.asarray(xs, np.float64)), *[m for _, m in pending])
   row = objectives.report({k: v for k, v in sums.items() if k != "total_loss"}, weights)
   tokens_per_s = tokens_per_step * len(pending) / max(seconds, 1e-9)
-  row.update(tokens_per_s=tokens_per_s, step_time_s=seconds / len(pending),
+  row.update(steps=len(pending), tokens_per_s=tokens_per_s, step_time_s=seconds / len(pending),
              mfu=flops_per_step * len(pending) / max(seconds, 1e-9) / peak_flops)
   return row
 
@@ -263,12 +267,14 @@ class _StopSignal:
 
 def _resume(trainer: Trainer, ckpts: Checkpoints, train_iter, best: BestParams,
             initial_params: dict | None):
-  """(state, step) of the latest checkpoint, with the data and model selection it saved,
-  or of a fresh state at step 0."""
-  start = ckpts.latest_step()
-  if start is None:
+  """(state, step) of the newest checkpoint that restores, with the data position and model
+  selection saved with it (one checkpoint, so always of the same step), or of a fresh
+  state at step 0. Newer checkpoints that fail to restore are moved aside, each in a line."""
+  say = print if jax.process_index() == 0 else (lambda line: None)
+  restored = ckpts.restore_newest(trainer.abstract_state, say)
+  if restored is None:
     return trainer.init(initial_params), 0
-  state, data_state, saved_meta = ckpts.restore(start, trainer.abstract_state)
+  start, state, data_state, saved_meta = restored
   train_iter.set_state(data_state)
   best.load(saved_meta.get("best", {}))
   return state, start
@@ -291,11 +297,28 @@ def train_and_evaluate(trainer: Trainer, workdir: str, data: pipeline.TrainData,
     Interrupted: SIGTERM/SIGINT arrived; the checkpoint of the step it
       stopped at is saved first, so the same command resumes.
     TrainingError: the loss or gradient became NaN/Inf (no bad state is saved).
+    CheckpointError: the newest checkpoints all fail to restore, another run
+      holds the workdir, or a save or a write failed (a full disk): one line
+      naming the cause and the intact checkpoints a rerun resumes from.
   """
+  directory = os.path.join(workdir, "checkpoints")
+  with WorkdirLock(workdir):
+    try:
+      return _train_and_evaluate(trainer, workdir, data, evaluate, initial_params, lineage)
+    except SaveFailed as e:  # of the best params, say: name the run's checkpoints
+      raise CheckpointError(e.line(committed_steps(directory))) from e
+    except OSError as e:  # metrics.jsonl, TensorBoard, results.json
+      what = f"writing {e.filename}" if e.filename else "writing the run's files"
+      raise CheckpointError(str(write_failure(what, e, committed_steps(directory)))) from e
+
+
+def _train_and_evaluate(trainer, workdir, data, evaluate, initial_params, lineage) -> dict:
   cfg, t = trainer.cfg, trainer.cfg.train
   is_main = jax.process_index() == 0
-  ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints)
-  best = BestParams(os.path.join(workdir, "best"), t.best_metric, t.best_mode, t.patience)
+  # This process holds the workdir (WorkdirLock): it removes what a killed run left half-saved.
+  ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints, cleanup=True)
+  best = BestParams(os.path.join(workdir, "best"), t.best_metric, t.best_mode, t.patience,
+                    cleanup=True)
   train_iter = pipeline.train_iterator(data.train, t.batch_size, cfg.seed,
                                        jax.process_index(), jax.process_count())
   if evaluate is None:
@@ -362,10 +385,12 @@ def train_and_evaluate(trainer: Trainer, workdir: str, data: pipeline.TrainData,
       finished = final
   finally:
     bar.close()
-    ckpts.close()  # before restoring the handlers: a signal now must not kill the last save
-    best.close()
-    stop.restore()
-    log.close()
+    try:
+      ckpts.close()  # before restoring the handlers: a signal now must not kill the last save
+    finally:
+      best.close()
+      stop.restore()
+      log.close()
   results = dict(results, step=int(state["step"]), num_params=trainer.num_params,
                  config_hash=meta["config_hash"], compile_s=compile_s, **best.summary())
   if data.unigram_perplexity:
@@ -373,8 +398,7 @@ def train_and_evaluate(trainer: Trainer, workdir: str, data: pipeline.TrainData,
   if lineage:
     results["lineage"] = lineage
   if is_main:
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2)
+    write_atomically(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
   return results
 
 
@@ -386,8 +410,9 @@ def pretrain(cfg, workdir: str) -> dict:
   cfg = resolve(cfg, jax.device_count())
   check_workdir(cfg, workdir)
   data = pipeline.load_pretraining_data(cfg, jax.process_index(), jax.process_count())
-  prepare_workdir(cfg, workdir)  # the data loaded: the run starts
-  if jax.process_index() == 0:  # the workdir is self-contained: generate/finetune read it
-    data.tokenizer.save(workdir)
-  trainer = Trainer(cfg, Vocab.from_tokenizer(data.tokenizer, cfg.model.vocab_size))
-  return train_and_evaluate(trainer, workdir, data.examples)
+  with WorkdirLock(workdir):
+    prepare_workdir(cfg, workdir)  # the data loaded: the run starts
+    if jax.process_index() == 0:  # the workdir is self-contained: generate/finetune read it
+      data.tokenizer.save(workdir)
+    trainer = Trainer(cfg, Vocab.from_tokenizer(data.tokenizer, cfg.model.vocab_size))
+    return train_and_evaluate(trainer, workdir, data.examples)

@@ -2,8 +2,10 @@
 
 `resolve` checks a config and fills its derived fields before anything
 compiles; `check_workdir` checks that the run a workdir holds can continue as
-the config says, and `prepare_workdir` then claims the workdir; `load_config` and `restore_params` read a
-run back (generation, fine-tuning from it, export).
+the config says (and that no other run holds it), and `prepare_workdir` then
+writes the config; `load_config` and `restore_params` read a run back
+(generation, fine-tuning from it, export).
+One run per workdir: research/lock.py.
 """
 
 import json
@@ -15,6 +17,7 @@ from research import config as config_lib
 from research import objectives, sharding
 from research.checkpoint import Checkpoints
 from research.errors import CheckpointError
+from research.lock import busy_message, lock_holder
 from research.network import NetworkDef, state_layout
 
 
@@ -36,7 +39,12 @@ def resolve(cfg, num_devices: int):
 
 
 def check_workdir(cfg, workdir: str) -> None:
-  """ConfigError unless the run `workdir` holds, if any, can continue as `cfg` (writes nothing)."""
+  """ConfigError unless the run `workdir` holds, if any, can continue as `cfg`, and
+  CheckpointError if another run holds the workdir now (writes nothing)."""
+  # Process 0 holds a multi-process run's lock: the others would see their own run.
+  holder = lock_holder(workdir) if jax.process_index() == 0 else None
+  if holder:
+    raise CheckpointError(busy_message(workdir, holder))
   path = os.path.join(workdir, "config.json")
   if os.path.exists(path):
     with open(path) as f:
@@ -50,11 +58,17 @@ def prepare_workdir(cfg, workdir: str) -> None:
   before leaves nothing behind, so the same command with a mended config works.
   """
   check_workdir(cfg, workdir)
-  path = os.path.join(workdir, "config.json")
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    with open(path, "w") as f:
-      f.write(config_lib.to_json(cfg))
+    write_atomically(os.path.join(workdir, "config.json"), config_lib.to_json(cfg))
+
+
+def write_atomically(path: str, text: str) -> None:
+  """Writes `path` whole or not at all: a kill mid-write leaves the old file (or none)."""
+  temporary = f"{path}.tmp-{os.getpid()}"
+  with open(temporary, "w") as f:
+    f.write(text)
+  os.replace(temporary, path)
 
 
 def load_config(workdir: str):

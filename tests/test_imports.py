@@ -26,8 +26,9 @@ LAYERS = [
     ("research.objectives", "research.data", "research.optim", "research.sharding",
      "research.checkpoint", "research.metric_log", "research.distributed"),
     ("research.models", "research.metrics", "research.execution"),
-    ("research.presets", "research.config", "research.data.sources", "research.errors",
-     "research"),
+    ("research.presets", "research.config", "research.data.sources",
+     "research.data.archives", "research.lock",
+     "research.errors", "research"),
 ]
 LATE_REASONS = ("# late:", "# why:")
 

