@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from research import config
-from research.data import pipeline, sources, text, tokenizer
+from research.data import archives, pipeline, sources, text, tokenizer
 from research.errors import DataError
 
 PYTHON_SNIPPET = (
@@ -81,7 +81,7 @@ def test_zip_member_outside_target_is_refused(tmp_path):
   with zipfile.ZipFile(archive, "w") as zf:
     zf.writestr("../escaped.txt", "boo")
   with pytest.raises(DataError, match="outside"):
-    sources._extract(archive, tmp_path / "out")
+    archives.extract(archive, tmp_path / "out")
   assert not (tmp_path / "escaped.txt").exists()
 
 

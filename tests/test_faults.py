@@ -181,7 +181,6 @@ def _holder(workdir):
 
 def test_a_second_run_on_a_workdir_refuses_and_a_dead_holders_lock_is_taken_over(
     reference, tmp_path, capfd):
-  from experiments import sweep as sweep_cli
   workdir = tmp_path / "run"
   holder = _holder(workdir)
   try:
@@ -196,9 +195,12 @@ def test_a_second_run_on_a_workdir_refuses_and_a_dead_holders_lock_is_taken_over
       assert message.startswith(f"{workdir} is in use by another run (process {holder.pid} on ")
       assert message.endswith("wait for it or stop it, or use another --workdir")
     assert not (workdir / "checkpoints").exists() and not (workdir / "metrics.jsonl").exists()
-    # A sweep does not start a run whose workdir is held.
-    outcome, _ = sweep_cli.run_all(str(tmp_path), {"run": ["--config=unused"]}, "pretrain", 1,
-                                   1, "commit")
+    # A sweep does not start a run whose workdir is held (its own process: absl flags).
+    sweep = subprocess.run(
+        [sys.executable, "-c", "import json, sys\nfrom experiments import sweep\n"
+         "print(json.dumps(sweep.run_all(sys.argv[1], {'run': ['--config=x']}, 'pretrain', 1, "
+         "1, 'commit')[0]))", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    outcome = json.loads(sweep.stdout.strip().splitlines()[-1])
     assert outcome["run"][0] == "locked" and f"process {holder.pid}" in outcome["run"][1]
     assert not (workdir / "stdout.log").exists()
   finally:
